@@ -1,0 +1,1 @@
+"""Patient data: loading, subject-level splits and simple features (never imports models)."""

@@ -1,0 +1,33 @@
+"""Deterministic subject-level splits."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+import numpy as np
+
+__all__ = ["subject_split"]
+
+
+def _unit(seed: int, subject_id: object) -> float:
+    digest = hashlib.blake2b(f"{seed}:{subject_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def subject_split(
+    subject_ids: Iterable[object], seed: int = 0, fractions: tuple[float, ...] = (0.8, 0.2)
+) -> np.ndarray:
+    """Assign every subject to a split by a hash of ``(seed, subject_id)``.
+
+    The assignment of a subject never depends on which other subjects are present, so it is
+    stable across dataset versions and machines, and all rows of a subject share one split.
+
+    Returns:
+        int array, the split index (0, 1, ...) of each subject in input order.
+    """
+    if not fractions or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
+        raise ValueError(f"fractions must be positive and sum to 1, got {fractions}")
+    edges = np.cumsum(fractions)[:-1]
+    u = np.fromiter((_unit(seed, s) for s in subject_ids), dtype=np.float64)
+    return np.searchsorted(edges, u, side="right")

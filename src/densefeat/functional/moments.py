@@ -1,0 +1,117 @@
+"""First and second moments of one or two paired embedding matrices, computed once per batch.
+
+Every covariance-type objective (spectral balance, orthogonality, subspace consistency, VICReg,
+Barlow Twins) is a function of the means and (cross-)covariances below. Computing them once and
+sharing them is what keeps ``dense_feature_loss`` at a few ``n x d x d`` matmuls, and it is also
+the one place where the distributed reduction happens: with ``all_reduce`` given, the statistics
+are those of the global batch (all ranks' rows), differentiably.
+
+Notation (DESIGN.md): ``Zc = Z - mean(Z, 0)``, ``C = Zc^T Zc / (n - 1)``,
+``C_ab = Zac^T Zbc / (n - 1)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["AllReduce", "Moments", "compute_dtype", "moments"]
+
+#: An autograd-aware SUM over ranks (forward all-reduce, backward all-reduce of the gradient).
+AllReduce = Callable[[Tensor], Tensor]
+
+
+def compute_dtype(z: Tensor) -> torch.dtype:
+    """dtype of the ``n x d`` products: the input's, but never below float32.
+
+    Half-precision covariances lose the small eigenvalues that these objectives act on, so
+    bf16/fp16 activations (AMP) are upcast before the matmul.
+    """
+    return torch.float32 if z.dtype in (torch.float16, torch.bfloat16) else z.dtype
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Batch statistics shared across loss terms.
+
+    Attributes:
+        n: number of rows of the (global) batch.
+        mean_a, mean_b: column means, shape (d_a,), (d_b,).
+        cov_a, cov_b: unbiased covariances ``Zc^T Zc / (n - 1)``.
+        cov_ab: unbiased cross-covariance ``Zac^T Zbc / (n - 1)``, shape (d_a, d_b).
+        centred_a, centred_b: this process's rows minus the global mean (for per-row terms).
+    """
+
+    n: int
+    mean_a: Tensor
+    cov_a: Tensor
+    centred_a: Tensor
+    mean_b: Tensor | None = None
+    cov_b: Tensor | None = None
+    cov_ab: Tensor | None = None
+    centred_b: Tensor | None = None
+
+
+def moments(
+    za: Tensor, zb: Tensor | None = None, *, all_reduce: AllReduce | None = None
+) -> Moments:
+    """Means and (cross-)covariances of ``za`` (and ``zb``), optionally over all ranks.
+
+    The global mean is reduced first and every rank centres its rows with it before the second
+    moments are reduced: this is the two-pass algorithm, so a large common offset in the
+    features costs no precision (raw sums of squares would lose ~8 digits at offset 50).
+
+    Args:
+        za: (n_local, d_a) embeddings.
+        zb: optional (n_local, d_b) embeddings paired row by row with ``za``.
+        all_reduce: autograd-aware SUM across ranks; ``None`` for a single process.
+
+    Returns:
+        :class:`Moments` of the global batch, in :func:`compute_dtype` of ``za``.
+    """
+    dt = compute_dtype(za)
+    za = za.to(dt)
+    zb = zb.to(dt) if zb is not None else None
+    n_local = za.shape[0]
+    da = za.shape[1]
+
+    # One collective for the counts and the column sums of both matrices.
+    first = [za.sum(0)] + ([zb.sum(0)] if zb is not None else [])
+    first.append(za.new_tensor([float(n_local)]))
+    flat = torch.cat(first)
+    if all_reduce is not None:
+        flat = all_reduce(flat)
+    n = round(float(flat[-1].detach()))
+    if n < 2:
+        raise ValueError(f"need at least 2 rows in the (global) batch, got n={n}")
+    mean_a = flat[:da] / n
+    mean_b = flat[da:-1] / n if zb is not None else None
+
+    zac = za - mean_a
+    zbc = zb - mean_b if zb is not None else None
+    # One collective for every second moment.
+    blocks = [zac.T @ zac]
+    if zbc is not None:
+        blocks += [zbc.T @ zbc, zac.T @ zbc]
+    shapes = [b.shape for b in blocks]
+    flat2 = torch.cat([b.reshape(-1) for b in blocks])
+    if all_reduce is not None:
+        flat2 = all_reduce(flat2)
+    flat2 = flat2 / (n - 1)
+    parts = torch.split(flat2, [s.numel() for s in shapes])
+    covs = [p.reshape(s) for p, s in zip(parts, shapes, strict=True)]
+    if zbc is None:
+        return Moments(n=n, mean_a=mean_a, cov_a=covs[0], centred_a=zac)
+    return Moments(
+        n=n,
+        mean_a=mean_a,
+        cov_a=covs[0],
+        centred_a=zac,
+        mean_b=mean_b,
+        cov_b=covs[1],
+        cov_ab=covs[2],
+        centred_b=zbc,
+    )

@@ -1,0 +1,342 @@
+"""The dense-feature objectives: spectral balance, feature orthogonality, subspace consistency.
+
+These are densefeat's own definitions (the paper that motivates them publishes no formulas);
+DESIGN.md, Objectives, fixes them. Each is a function of the batch moments
+(:mod:`densefeat.functional.moments`), so :func:`dense_feature_loss` computes every covariance
+once and the distributed losses reuse the same code on global-batch moments.
+
+Numerics: the ``n x d`` products stay in the input precision (never below float32); the
+``d x d`` algebra (Cholesky, inverses, eigenvalues) runs in float64, and the loss is returned
+in the products' dtype. The default path uses Cholesky and matmuls only: no
+eigendecomposition, whose gradients blow up at repeated eigenvalues and which costs ~20x a
+VICReg step on a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._validation import as_matrix, check_pair
+from .moments import Moments, moments
+
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "dense_feature_loss",
+    "dense_feature_loss_from_moments",
+    "feature_orthogonality_from_cov",
+    "feature_orthogonality_loss",
+    "spectral_balance_entropy_from_cov",
+    "spectral_balance_from_cov",
+    "spectral_balance_loss",
+    "subspace_consistency_from_moments",
+    "subspace_consistency_loss",
+    "warn_small_batch",
+]
+
+#: Term weights of :func:`dense_feature_loss`. Equal weights: every term is already on a
+#: [0, 1] scale. Not yet tuned on a tuning split (that needs the training pipeline); the
+#: benchmark's ablations (``w_* = 0``) show what each term contributes.
+DEFAULT_WEIGHTS = {"w_spec": 1.0, "w_orth": 1.0, "w_sub": 1.0}
+
+_VAR_EPS = 1e-4  # VICReg's eps inside the sqrt of the variance hinge
+_RIDGE = 1e-4  # relative ridge: eps = 1e-4 * tr(C) / d
+_TINY = 1e-30  # absolute floor so an all-constant batch does not divide by zero
+
+
+def warn_small_batch(n: int, d: int) -> None:
+    """Warn when ``n < 2d``: covariance objectives are near-trivial or noisy there.
+
+    With fewer rows than about twice the dimension the whitened cross-covariance of two windows
+    is close to the identity whatever the encoder does (n - 1 canonical correlations are 1 when
+    n <= d), and covariance spectra are dominated by sampling noise.
+    """
+    if n < 2 * d:
+        warnings.warn(
+            f"batch of n={n} rows for d={d} features: covariance objectives want n >= 2d "
+            f"(= {2 * d}); the subspace-consistency term is near-trivial below that",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _ridge(c: Tensor) -> Tensor:
+    d = c.shape[0]
+    return _RIDGE * c.diagonal().sum() / d + _TINY
+
+
+def _cholesky(m: Tensor, what: str) -> Tensor:
+    chol, info = torch.linalg.cholesky_ex(m)
+    if int(info) != 0:
+        raise ValueError(
+            f"{what}: Cholesky factorisation failed (matrix not positive definite; "
+            "the input probably contains NaN/inf or overflowed)"
+        )
+    return chol
+
+
+class _LogdetSPD(torch.autograd.Function):
+    """``logdet(M)`` of a symmetric positive definite ``M`` by Cholesky.
+
+    Backward is the closed form ``d logdet(M) / dM = M^-1`` (one ``cholesky_inverse``), about
+    half the work of differentiating through the Cholesky factorisation itself.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, m: Tensor) -> Tensor:
+        chol = _cholesky(m, "spectral_balance_loss")
+        ctx.save_for_backward(chol)
+        return 2.0 * chol.diagonal().log().sum()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (chol,) = ctx.saved_tensors
+        return grad * torch.cholesky_inverse(chol)
+
+
+def spectral_balance_from_cov(cov: Tensor, a: float = 1.0) -> Tensor:
+    """Coding-rate spectral balance of a covariance: ``1 - logdet(I + a d C/trC) / (d log(1+a))``.
+
+    Follows MCR^2's coding rate (Yu et al. 2020) on the trace-normalised covariance. By
+    concavity of logdet at fixed trace it is 0 iff ``C`` is isotropic and lies in [0, 1);
+    the gradient ``(I + a d C/trC)^-1`` is bounded by construction and largest along the
+    smallest eigenvalues, which it lifts first. Computed by Cholesky, eigen-free, in float64
+    (the ``1 / tr C`` factors overflow float32 on a collapsed batch).
+    """
+    c = cov.to(torch.float64)
+    d = c.shape[0]
+    tr = c.diagonal().sum() + _TINY
+    m = torch.eye(d, dtype=c.dtype, device=c.device) + (a * d / tr) * c
+    return (1.0 - _LogdetSPD.apply(m) / (d * math.log1p(a))).to(cov.dtype)
+
+
+def spectral_balance_entropy_from_cov(cov: Tensor, eps: float = 1e-12) -> Tensor:
+    """Exact spectral-entropy balance of a covariance: ``log d - H(p)``, ``p = eig(C) / tr C``.
+
+    ``eigvalsh``'s backward uses the eigenvalues' own gradients only (``v_i v_i^T``), which stay
+    bounded at ties; the log is guarded by ``eps`` so a zero eigenvalue (n < d, constant
+    columns) gives a gradient of ``-log(eps) ~ 28``, not inf.
+    """
+    c = cov.to(torch.float64)
+    d = c.shape[0]
+    lam = torch.linalg.eigvalsh(c).clamp_min(0.0)
+    p = lam / (lam.sum() + _TINY)
+    h = -(p * (p + eps).log()).sum()
+    return (math.log(d) - h).to(cov.dtype)
+
+
+def spectral_balance_loss(z: Tensor, *, variant: str = "coding_rate", a: float = 1.0) -> Tensor:
+    """Spectral balance ("spreading") of one embedding matrix.
+
+    Variants:
+        ``coding_rate`` (default): ``L = 1 - logdet(I + a d C/trC) / (d log(1 + a))``, in [0, 1),
+        0 iff ``C`` is isotropic. Cholesky only.
+        ``entropy``: ``L = log d - H(p)``, ``p = eig(C) / trC``, in [0, log d]; exact spectral
+        entropy through ``eigvalsh`` (a d^3 eigensolver per step: slower, for analysis).
+
+    Not ``d sum p^2 - 1``: on standardised features that equals the mean squared off-diagonal
+    correlation, i.e. VICReg's covariance term, and would make this term redundant.
+
+    Args:
+        z: (n, d) embeddings.
+        variant: ``"coding_rate"`` or ``"entropy"``.
+        a: coding-rate distortion constant (``a = d / (n eps^2)`` in MCR^2), 1 by default.
+    """
+    z = as_matrix(z, "z")
+    cov = moments(z).cov_a
+    if variant == "coding_rate":
+        return spectral_balance_from_cov(cov, a)
+    if variant == "entropy":
+        return spectral_balance_entropy_from_cov(cov)
+    raise ValueError(f"variant must be 'coding_rate' or 'entropy', got {variant!r}")
+
+
+def feature_orthogonality_from_cov(cov: Tensor, var_eps: float = _VAR_EPS) -> Tensor:
+    """Mean squared off-diagonal correlation plus VICReg's variance hinge (std >= 1).
+
+    ``L = sum_{i != j} R_ij^2 / (d (d - 1)) + mean_j relu(1 - sqrt(C_jj + 1e-4))`` with
+    ``R = D^-1/2 C D^-1/2``, ``D = diag(C) + 1e-4 tr(C)/d``. This is VICReg's variance and
+    covariance terms (Bardes et al. 2022) taken on correlations instead of covariances, so the
+    decorrelation is scale-free and the hinge alone fixes the scale. It is kept for decorrelated,
+    axis-aligned (interpretable) features; spectral balance alone is rotation-invariant.
+    """
+    c = cov.to(torch.float64)
+    d = c.shape[0]
+    var = c.diagonal()
+    w = 1.0 / (var + _ridge(c))
+    # sum_ij R_ij^2 = w^T (C o C) w with w = 1 / diag(D): two matrix-vector products instead of
+    # materialising R (this term is elementwise work on d x d, keep it off the hot path).
+    total = w @ c.square() @ w
+    off = (total - (var * w).square().sum()) / max(d * (d - 1), 1)
+    hinge = torch.relu(1.0 - (var + var_eps).sqrt()).mean()
+    return (off + hinge).to(cov.dtype)
+
+
+def feature_orthogonality_loss(z: Tensor) -> Tensor:
+    """Feature orthogonality of one embedding matrix; see :func:`feature_orthogonality_from_cov`."""
+    z = as_matrix(z, "z")
+    return feature_orthogonality_from_cov(moments(z).cov_a)
+
+
+class _WhitenedCrossSq(torch.autograd.Function):
+    """``f = tr(A^-1 B C^-1 B^T)`` for SPD ``A, C`` with a closed-form backward.
+
+    With ``P = A^-1 B`` and ``Q = A^-1 B C^-1``: ``df/dB = 2Q``, ``df/dA = -Q P^T``,
+    ``df/dC = -(B C^-1)^T Q``. Two Cholesky factorisations, two inverses and five d^3
+    products in all, about half the work of autograd through ``solve_triangular``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Tensor, c: Tensor) -> Tensor:
+        a_inv = torch.cholesky_inverse(_cholesky(a, "subspace_consistency_loss"))
+        c_inv = torch.cholesky_inverse(_cholesky(c, "subspace_consistency_loss"))
+        p = a_inv @ b
+        q = p @ c_inv
+        ctx.save_for_backward(b, p, q, c_inv)
+        return (q * b).sum()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        b, p, q, c_inv = ctx.saved_tensors
+        return -grad * (q @ p.T), 2.0 * grad * q, -grad * ((b @ c_inv).T @ q)
+
+
+def _whitened_cross_sq(ca: Tensor, cb: Tensor, cab: Tensor) -> Tensor:
+    """``||La^-1 C_ab Lb^-T||_F^2`` with ``La La^T = C_a + eps_a I`` (sum of squared CCs)."""
+    eye_a = torch.eye(ca.shape[0], dtype=ca.dtype, device=ca.device)
+    eye_b = torch.eye(cb.shape[0], dtype=cb.dtype, device=cb.device)
+    return _WhitenedCrossSq.apply(ca + _ridge(ca) * eye_a, cab, cb + _ridge(cb) * eye_b)
+
+
+def subspace_consistency_from_moments(m: Moments, top_k: int | None = None) -> Tensor:
+    """Whitened cross-covariance loss from paired moments; see :func:`subspace_consistency_loss`."""
+    if m.cov_b is None or m.cov_ab is None:
+        raise ValueError("subspace consistency needs paired moments (za and zb)")
+    ca = m.cov_a.to(torch.float64)
+    cb = m.cov_b.to(torch.float64)
+    cab = m.cov_ab.to(torch.float64)
+    k = min(ca.shape[0], cb.shape[0])
+    if top_k is not None:
+        if not 1 <= top_k <= ca.shape[0]:
+            raise ValueError(f"top_k must be in [1, d_a = {ca.shape[0]}], got {top_k}")
+        # Top-k principal axes of window t, detached: no eigenvector gradients, which are
+        # unbounded at repeated eigenvalues. Only window t is restricted; window t+1 keeps all
+        # of its dimensions, so the loss asks how much of t's leading subspace t+1 explains.
+        with torch.no_grad():
+            _, vec = torch.linalg.eigh(ca)
+            v = vec[:, -top_k:]
+        ca = v.T @ ca @ v
+        cab = v.T @ cab
+        k = top_k
+    loss = 1.0 - _whitened_cross_sq(ca, cb, cab) / k
+    return loss.to(m.cov_a.dtype)
+
+
+def subspace_consistency_loss(za: Tensor, zb: Tensor, *, top_k: int | None = None) -> Tensor:
+    """Subspace consistency of paired embeddings (two time windows, views or modalities).
+
+    ``L_sub = 1 - ||La^-1 C_ab Lb^-T||_F^2 / d`` with ``La, Lb`` the Cholesky factors of
+    ``C_a + eps I`` and ``C_b + eps I``, ``eps = 1e-4 tr(C)/d``. ``||.||_F^2`` is the sum of
+    the squared canonical correlations between the windows, so ``L_sub`` is 1 minus their mean:
+    near 0 when one window is a linear function of the other, near 1 when unrelated
+    (row-shuffled). It is the term that sees which rows pair up — without it a random encoder
+    plus whitening minimises everything. Related to W-MSE (Ermolov et al. 2021) and to Barlow
+    Twins on whitened features; invariant to invertible linear maps of either side, so the two
+    sides may come from different encoders and ``d_a`` may differ from ``d_b`` (the mean is over
+    ``min(d_a, d_b)``, the number of canonical pairs).
+
+    Args:
+        za: (n, d_a) embeddings at window t (or view/modality a).
+        zb: (n, d_b) embeddings of the same rows at window t+1.
+        top_k: restrict window t to its top-k principal subspace (taken detached).
+    """
+    za = as_matrix(za, "za")
+    zb = as_matrix(zb, "zb")
+    check_pair(za, zb)
+    warn_small_batch(za.shape[0], max(za.shape[1], zb.shape[1]))
+    return subspace_consistency_from_moments(moments(za, zb), top_k)
+
+
+def dense_feature_loss_from_moments(
+    m: Moments,
+    *,
+    w_spec: float = DEFAULT_WEIGHTS["w_spec"],
+    w_orth: float = DEFAULT_WEIGHTS["w_orth"],
+    w_sub: float = DEFAULT_WEIGHTS["w_sub"],
+    top_k: int | None = None,
+    spectral_variant: str = "coding_rate",
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """:func:`dense_feature_loss` on precomputed (possibly global-batch) moments."""
+    if m.cov_b is None:
+        raise ValueError("dense_feature_loss needs paired moments (za and zb)")
+    if spectral_variant not in ("coding_rate", "entropy"):
+        raise ValueError(
+            f"spectral_variant must be 'coding_rate' or 'entropy', got {spectral_variant!r}"
+        )
+    spec_fn = (
+        spectral_balance_from_cov
+        if spectral_variant == "coding_rate"
+        else spectral_balance_entropy_from_cov
+    )
+    zero = m.cov_a.new_zeros(())
+    terms: dict[str, Tensor] = {}
+    total = zero
+    # A weight of exactly 0 skips the term (ablations pay nothing for it).
+    if w_spec != 0.0:
+        spec = spec_fn(m.cov_a) + spec_fn(m.cov_b)
+        total = total + w_spec * spec
+        terms["spectral_balance"] = spec.detach()
+    if w_orth != 0.0:
+        orth = feature_orthogonality_from_cov(m.cov_a) + feature_orthogonality_from_cov(m.cov_b)
+        total = total + w_orth * orth
+        terms["feature_orthogonality"] = orth.detach()
+    if w_sub != 0.0:
+        sub = subspace_consistency_from_moments(m, top_k)
+        total = total + w_sub * sub
+        terms["subspace_consistency"] = sub.detach()
+    terms["loss"] = total.detach()
+    return total, terms
+
+
+def dense_feature_loss(
+    za: Tensor,
+    zb: Tensor,
+    *,
+    w_spec: float = DEFAULT_WEIGHTS["w_spec"],
+    w_orth: float = DEFAULT_WEIGHTS["w_orth"],
+    w_sub: float = DEFAULT_WEIGHTS["w_sub"],
+    top_k: int | None = None,
+    spectral_variant: str = "coding_rate",
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The dense-feature objective on a pair of windows/views/modalities.
+
+    ``L = w_spec (L_spec(za) + L_spec(zb)) + w_orth (L_orth(za) + L_orth(zb))
+    + w_sub L_sub(za, zb)``. No labels, no reconstruction. Each matrix's covariance (and the
+    cross-covariance) is computed once and shared by the three terms.
+
+    Args:
+        za, zb: (n, d) paired embeddings (``d_a`` may differ from ``d_b``).
+        w_spec, w_orth, w_sub: term weights; 0 removes a term (ablations).
+        top_k: top-k form of the subspace term (see :func:`subspace_consistency_loss`).
+        spectral_variant: ``"coding_rate"`` (default) or ``"entropy"``.
+
+    Returns:
+        ``(loss, terms)``: the 0-d loss and a dict of detached term values (unweighted sums over
+        the two matrices) plus ``"loss"``, for logging.
+    """
+    za = as_matrix(za, "za")
+    zb = as_matrix(zb, "zb")
+    check_pair(za, zb)
+    warn_small_batch(za.shape[0], max(za.shape[1], zb.shape[1]))
+    return dense_feature_loss_from_moments(
+        moments(za, zb),
+        w_spec=w_spec,
+        w_orth=w_orth,
+        w_sub=w_sub,
+        top_k=top_k,
+        spectral_variant=spectral_variant,
+    )

@@ -1,0 +1,5 @@
+"""Stateful, streaming metrics over the pure functions of :mod:`densefeat.functional`."""
+
+from .accumulator import CenteredNormAccumulator, CovarianceAccumulator
+
+__all__ = ["CenteredNormAccumulator", "CovarianceAccumulator"]

@@ -1,0 +1,345 @@
+"""Geometry metrics against NumPy/SciPy, closed forms, invariances and degenerate input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+import densefeat.functional as F
+
+RTOL = 1e-8
+
+
+def _wellcond(n: int, d: int, seed: int = 0, offset: float = 3.0) -> np.ndarray:
+    """A well-conditioned matrix with a decaying but bounded spectrum and a mean offset."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    scales = np.linspace(1.0, 0.2, d)
+    return rng.standard_normal((n, d)) @ (q * scales) + offset
+
+
+# ----------------------------------------------------------------- NumPy reference (independent)
+def _np_metrics(z: np.ndarray) -> dict[str, float]:
+    n, d = z.shape
+    zc = z - z.mean(0)
+    s = np.linalg.svd(zc, compute_uv=False)
+    lam = np.linalg.eigvalsh(zc.T @ zc / (n - 1))[::-1].clip(min=0)
+    q = s / s.sum()
+    p = lam / lam.sum()
+    su = np.linalg.svd(z, compute_uv=False)
+    pu = su / su.sum() + 1e-7
+    ent = lambda x: -np.sum(x[x > 0] * np.log(x[x > 0]))  # noqa: E731
+    er = math.exp(ent(q))
+    k = max(1, round(er))
+    m = min(n - 1, d)
+    return {
+        "effective_rank": er,
+        "effective_rank_eig": math.exp(ent(p)),
+        "spectral_entropy": ent(p),
+        "rankme": math.exp(-np.sum(pu * np.log(pu))),
+        "participation_ratio": 1.0 / np.sum(p**2),
+        "stable_rank": np.sum(s**2) / s[0] ** 2,
+        "numerical_rank": int(np.linalg.matrix_rank(zc)),
+        "condition_number": s[0] / s[m - 1],
+        "condition_number_k": s[0] / s[k - 1],
+    }
+
+
+@pytest.mark.parametrize("shape", [(300, 20), (64, 64), (40, 100)])
+def test_metrics_match_numpy(shape):
+    z = _wellcond(*shape)
+    ref = _np_metrics(z)
+    got = F.geometry(z)
+    for key, val in ref.items():
+        assert got[key] == pytest.approx(val, rel=RTOL), key
+    # the function API agrees with geometry()
+    assert F.effective_rank(z) == got["effective_rank"]
+    assert F.rankme(torch.from_numpy(z)) == pytest.approx(ref["rankme"], rel=RTOL)
+    assert F.numerical_rank(z) == ref["numerical_rank"]
+
+
+def test_eigenvalues_descending_and_match_numpy():
+    z = _wellcond(200, 16)
+    lam = np.array(F.geometry(z)["eigenvalues"])
+    ref = np.linalg.eigvalsh(np.cov(z, rowvar=False))[::-1]
+    np.testing.assert_allclose(lam, ref, rtol=1e-10)
+    assert np.all(np.diff(lam) <= 0)
+
+
+def test_alpha_req_recovers_power_law():
+    # Spectrum lambda_r = r^-1.5 exactly: construct Z with those covariance eigenvalues.
+    n, d, alpha = 2000, 200, 1.5
+    rng = np.random.default_rng(1)
+    u, _ = np.linalg.qr(rng.standard_normal((n, d)))
+    u -= u.mean(0)
+    u, _ = np.linalg.qr(u)  # orthonormal and centred columns (up to rounding)
+    lam = np.arange(1, d + 1, dtype=float) ** -alpha
+    z = u * np.sqrt(lam * (n - 1))
+    res = F.alpha_req(z)
+    assert res.alpha == pytest.approx(alpha, rel=1e-6)
+    assert res.r2 == pytest.approx(1.0, abs=1e-9)
+    assert (res.first_rank, res.last_rank) == (5, 99)
+    assert res.reason is None
+
+
+def test_alpha_req_matches_weighted_least_squares():
+    z = _wellcond(500, 150, seed=3)
+    lam = np.linalg.eigvalsh(np.cov(z, rowvar=False))[::-1]
+    r = np.arange(5, 100, dtype=float)
+    slope, _ = np.polyfit(np.log(r), np.log(lam[4:99]), 1, w=np.sqrt(1 / r))
+    assert F.alpha_req(z).alpha == pytest.approx(-slope, rel=1e-8)
+
+
+# ----------------------------------------------------------------- closed forms and invariances
+def test_orthonormal_columns_have_full_effective_rank():
+    n, d = 256, 32
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((n, d))
+    x -= x.mean(0)
+    q, _ = np.linalg.qr(x)  # centred, orthonormal columns: all singular values equal
+    for name in ("effective_rank", "effective_rank_eig", "participation_ratio", "stable_rank"):
+        assert getattr(F, name)(q) == pytest.approx(d, rel=1e-10), name
+    assert F.condition_number(q) == pytest.approx(1.0, rel=1e-10)
+    assert F.spectral_entropy(q) == pytest.approx(math.log(d), rel=1e-10)
+
+
+def test_rank_one_matrix():
+    rng = np.random.default_rng(3)
+    z = np.outer(rng.standard_normal(100), rng.standard_normal(8))
+    g = F.geometry(z)
+    for name in ("effective_rank", "effective_rank_eig", "participation_ratio", "stable_rank"):
+        assert g[name] == pytest.approx(1.0, abs=1e-6), name
+    assert g["numerical_rank"] == 1
+    assert g["condition_number"] == math.inf
+    assert "rank-deficient" in g["condition_number_reason"]
+    assert g["alpha_req"] == math.inf and g["alpha_req_reason"]
+    assert math.isfinite(g["condition_number_k"])
+
+
+def test_rotation_and_translation_invariance():
+    z = _wellcond(150, 12, seed=4)
+    rng = np.random.default_rng(5)
+    q, _ = np.linalg.qr(rng.standard_normal((12, 12)))
+    moved = z @ q + 100.0
+    a, b = F.geometry(z), F.geometry(moved)
+    for key in (
+        "effective_rank",
+        "effective_rank_eig",
+        "stable_rank",
+        "condition_number",
+        "participation_ratio",
+        "alpha_req",
+    ):
+        assert a[key] == pytest.approx(b[key], rel=1e-8), key
+
+
+def test_scale_invariance_of_ranks():
+    z = _wellcond(150, 12)
+    assert F.effective_rank(z * 1e3) == pytest.approx(F.effective_rank(z), rel=1e-10)
+
+
+def test_metric_names_are_distinct_on_one_spectrum():
+    # DESIGN: the rank measures differ a lot on a decaying spectrum; none may alias another.
+    n, d = 1000, 256
+    rng = np.random.default_rng(6)
+    z = rng.standard_normal((n, d)) * np.arange(1, d + 1) ** -1.0
+    g = F.geometry(z)
+    assert g["effective_rank"] > g["effective_rank_eig"] > g["participation_ratio"]
+
+
+# ----------------------------------------------------------------- degenerate input
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda r: r.standard_normal((10, 50)),  # n < d
+        lambda r: np.c_[r.standard_normal((60, 5)), np.full((60, 3), 7.0)],  # constant columns
+        lambda r: np.outer(r.standard_normal(40), r.standard_normal(6)),  # rank one
+        lambda r: np.repeat(r.standard_normal((1, 6)), 30, 0) + np.eye(30, 6),  # tied values
+        lambda r: np.vstack([r.standard_normal((20, 6))] * 3),  # duplicated rows
+    ],
+    ids=["n<d", "constant-columns", "rank-1", "ties", "duplicated-rows"],
+)
+def test_degenerate_inputs_give_finite_or_explained_values(make):
+    z = make(np.random.default_rng(7))
+    g = F.geometry(z)
+    for key, val in g.items():
+        if key.endswith("_reason") or key in ("eigenvalues", "alpha_req_ranks"):
+            continue
+        if val == math.inf:
+            reason = g.get(f"{key}_reason")
+            assert reason, f"{key} is inf without a reason"
+        else:
+            assert math.isfinite(val), key
+    assert all(math.isfinite(v) for v in g["eigenvalues"])
+
+
+def test_layernorm_null_direction_gives_inf_condition_number():
+    z = torch.nn.functional.layer_norm(torch.randn(500, 32, dtype=torch.float64), (32,))
+    assert F.condition_number(z) == math.inf
+    assert F.numerical_rank(z) == 31
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (np.array([[1.0, np.nan], [2.0, 3.0], [4.0, 5.0]]), "NaN or inf"),
+        (np.array([[1.0, np.inf], [2.0, 3.0]]), "NaN or inf"),
+        (np.ones((1, 4)), "at least 2 rows"),
+        (np.ones((5, 0)), "feature dimension is empty"),
+        (np.ones((5, 3), dtype=np.int64), "floating-point"),
+        (np.ones((5, 3), dtype=np.complex128), "complex"),
+        (np.ones(5), "2-D"),
+        (np.full((5, 3), 2.0), "zero-variance"),
+    ],
+)
+def test_bad_input_raises(bad, match):
+    with pytest.raises(ValueError, match=match):
+        F.geometry(bad)
+
+
+# ----------------------------------------------------------------- pair metrics
+def test_principal_angles_match_scipy():
+    rng = np.random.default_rng(8)
+    for p, q in [(7, 4), (3, 9), (5, 5)]:
+        a, b = rng.standard_normal((60, p)), rng.standard_normal((60, q))
+        np.testing.assert_allclose(
+            F.principal_angles(a, b).numpy(), scipy.linalg.subspace_angles(a, b), atol=1e-12
+        )
+    # nearly identical subspaces: small angles must be accurate (the arcsin branch)
+    a = rng.standard_normal((60, 4))
+    b = a + 1e-9 * rng.standard_normal((60, 4))
+    np.testing.assert_allclose(
+        F.principal_angles(a, b).numpy(), scipy.linalg.subspace_angles(a, b), atol=1e-15
+    )
+
+
+def _np_sample_subspace_distance(za, zb, k):
+    ua = np.linalg.svd(za - za.mean(0), full_matrices=False)[0][:, :k]
+    ub = np.linalg.svd(zb - zb.mean(0), full_matrices=False)[0][:, :k]
+    return math.sqrt(1 - np.linalg.norm(ua.T @ ub) ** 2 / k)
+
+
+def test_subspace_distance_matches_svd_definition():
+    za = _wellcond(400, 24, seed=9)
+    rng = np.random.default_rng(10)
+    zb = za @ rng.standard_normal((24, 16)) + 0.5 * rng.standard_normal((400, 16)) - 4
+    for k in (1, 5, 16):
+        assert F.subspace_distance(za, zb, k) == pytest.approx(
+            _np_sample_subspace_distance(za, zb, k), rel=1e-8
+        )
+
+
+def test_subspace_distance_closed_forms():
+    za = _wellcond(300, 10)
+    rng = np.random.default_rng(11)
+    q, _ = np.linalg.qr(rng.standard_normal((10, 10)))
+    assert F.subspace_distance(za, za @ q * 3 + 1, k=10) == pytest.approx(0.0, abs=1e-7)
+    # unrelated matrices: near the chance level sqrt(1 - k/(n-1))
+    n, k = 2000, 8
+    vals = [
+        F.subspace_distance(rng.standard_normal((n, 8)), rng.standard_normal((n, 8)), k)
+        for _ in range(5)
+    ]
+    assert np.mean(vals) == pytest.approx(F.chance_subspace_distance(n, k), abs=2e-3)
+
+
+def test_subspace_distance_feature():
+    za = _wellcond(300, 10)
+    assert F.subspace_distance_feature(za, za[::-1] * 2, k=4) == pytest.approx(0.0, abs=1e-7)
+    va = np.linalg.eigh(np.cov(za, rowvar=False))[1][:, ::-1][:, :3]
+    zb = _wellcond(200, 10, seed=12)
+    vb = np.linalg.eigh(np.cov(zb, rowvar=False))[1][:, ::-1][:, :3]
+    ref = math.sqrt(1 - np.linalg.norm(va.T @ vb) ** 2 / 3)
+    assert F.subspace_distance_feature(za, zb, k=3) == pytest.approx(ref, rel=1e-8)
+
+
+def _np_cka(x, y):
+    x, y = x - x.mean(0), y - y.mean(0)
+    return np.linalg.norm(x.T @ y) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))
+
+
+def _np_hsic_unbiased(k, l):  # noqa: E741 - Song et al. (2012), eq. 5, written out on n x n
+    n = k.shape[0]
+    k, l = k.copy(), l.copy()  # noqa: E741
+    np.fill_diagonal(k, 0)
+    np.fill_diagonal(l, 0)
+    one = np.ones(n)
+    return (
+        np.trace(k @ l)
+        + (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2))
+        - 2 / (n - 2) * one @ k @ l @ one
+    ) / (n * (n - 3))
+
+
+def test_linear_cka_against_references():
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((80, 12)) + 5
+    y = x @ rng.standard_normal((12, 7)) + rng.standard_normal((80, 7))
+    assert F.linear_cka(x, y) == pytest.approx(_np_cka(x, y), rel=1e-10)
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    kx, ky = xc @ xc.T, yc @ yc.T
+    ref = _np_hsic_unbiased(kx, ky) / math.sqrt(
+        _np_hsic_unbiased(kx, kx) * _np_hsic_unbiased(ky, ky)
+    )
+    assert F.linear_cka_debiased(x, y) == pytest.approx(ref, rel=1e-9)
+    assert F.linear_cka(x, x) == pytest.approx(1.0, rel=1e-12)
+    assert F.linear_cka_debiased(x, x) == pytest.approx(1.0, rel=1e-12)
+
+
+def test_debiased_cka_removes_the_bias_of_independent_matrices():
+    # DESIGN anchor: independent matrices at n=50, d=384 score ~0.886 with the biased form.
+    rng = np.random.default_rng(14)
+    biased, debiased = [], []
+    for _ in range(10):
+        x, y = rng.standard_normal((50, 384)), rng.standard_normal((50, 384))
+        biased.append(F.linear_cka(x, y))
+        debiased.append(F.linear_cka_debiased(x, y))
+    assert np.mean(biased) == pytest.approx(0.886, abs=0.01)
+    assert abs(np.mean(debiased)) < 0.02
+    assert F.isotropic_reference(50, 384)["linear_cka"] == pytest.approx(np.mean(biased), abs=0.01)
+
+
+def test_pair_metrics_reject_mismatched_rows():
+    with pytest.raises(ValueError, match="same number of rows"):
+        F.subspace_distance(np.ones((5, 2)) + np.eye(5, 2), np.ones((6, 2)) + np.eye(6, 2))
+    with pytest.raises(ValueError, match="same number of rows"):
+        F.linear_cka(np.eye(5, 2), np.eye(6, 2))
+
+
+# ----------------------------------------------------------------- isotropic reference
+def test_isotropic_reference_matches_monte_carlo():
+    n, d = 300, 40
+    ref = F.isotropic_reference(n, d, draws=16)
+    rng = np.random.default_rng(15)
+    mc = [F.geometry(rng.standard_normal((n, d))) for _ in range(16)]
+    for key in (
+        "effective_rank",
+        "effective_rank_eig",
+        "rankme",
+        "participation_ratio",
+        "stable_rank",
+        "condition_number",
+        "alpha_req",
+    ):
+        mc_mean = np.mean([g[key] for g in mc])
+        mc_sd = np.std([g[key] for g in mc]) / math.sqrt(16)
+        # two independent means of 16 draws: 5 standard errors is a generous band
+        assert abs(ref[key] - mc_mean) < 5 * mc_sd * math.sqrt(2) + 1e-9, key
+    assert ref["numerical_rank"] == d
+
+
+def test_isotropic_reference_condition_number_anchors():
+    # DESIGN.md: 2.9 at (540, 128) and 18.4 at (470, 384); Marchenko-Pastur edge ratio
+    # (1 + sqrt(d/n)) / (1 - sqrt(d/n)) gives 2.90 and 19.8.
+    assert F.isotropic_reference(540, 128)["condition_number"] == pytest.approx(2.9, rel=0.05)
+    assert F.isotropic_reference(470, 384)["condition_number"] == pytest.approx(18.4, rel=0.1)
+
+
+def test_isotropic_reference_is_cheap_for_huge_n():
+    ref = F.isotropic_reference(10_000_000, 64, draws=2)
+    assert ref["effective_rank"] == pytest.approx(64, rel=1e-3)
+    assert ref["condition_number"] == pytest.approx(1.0, abs=0.01)
