@@ -131,13 +131,16 @@ def _pt_tensor(base: Path, z: np.ndarray) -> tuple[Path, str | None, np.ndarray]
 
 def _pt_dict(base: Path, z: np.ndarray) -> tuple[Path, str | None, np.ndarray]:
     path = base.with_suffix(".pt")
-    torch.save({"emb": torch.from_numpy(z), "subject_id": torch.arange(len(z))}, path)
+    # Beside the embedding: a 1-D id tensor and a 2-D integer one, neither a float matrix.
+    extra = {"subject_id": torch.arange(len(z)), "codes": torch.ones(len(z), 2, dtype=torch.int64)}
+    torch.save({"emb": torch.from_numpy(z), **extra}, path)
     return path, None, z
 
 
 def _safetensors(base: Path, z: np.ndarray) -> tuple[Path, str | None, np.ndarray]:
     path = base.with_suffix(".safetensors")
-    save_safetensors({"ids": np.arange(len(z)), "emb": z.astype(np.float32)}, str(path))
+    tensors = {"ids": np.arange(len(z)), "codes": np.ones((len(z), 2), np.int32)}
+    save_safetensors({**tensors, "emb": z.astype(np.float32)}, str(path))
     return path, None, z.astype(np.float32).astype(np.float64)
 
 
@@ -538,7 +541,7 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
     "nan_in_second_file": (_nan_in_second, ("b.npy", "row 77 ")),
     "pickled_object": (
         lambda p: _pickled_object(p.with_suffix(".pt")),
-        ("x.pt", "refused", "weights_only=True"),
+        ("x.pt", "refused", "it references", "weights_only=True"),
     ),
     "pt_list": (
         lambda p: (

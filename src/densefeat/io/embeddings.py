@@ -13,10 +13,11 @@ statistics over millions of rows can be streamed with a peak memory that does no
 * ``.safetensors`` — keys, shapes and dtypes come from :func:`safetensors.safe_open`; the rows
   are then read the same buffered way from the tensor's byte range (``get_slice`` works
   through a memory map, whose pages again count in RSS: about the file size, measured).
-* ``.parquet`` — :meth:`pyarrow.parquet.ParquetFile.iter_batches`, either one list /
-  large_list / fixed_size_list column of floats (one embedding per row) or several scalar
-  float columns (one feature per column). Other columns (``subject_id``, ``prediction_time``,
-  ...) are ignored. Column choice:
+* ``.parquet`` — :meth:`pyarrow.parquet.ParquetFile.iter_batches` with page-wise buffered
+  reads (``buffer_size``, ``pre_buffer=False``; otherwise a whole row group, often the whole
+  file, is read at once), either one list / large_list / fixed_size_list column of floats (one
+  embedding per row) or several scalar float columns (one feature per column). Other columns
+  (``subject_id``, ``prediction_time``, ...) are ignored. Column choice:
 
   - ``key=None``: the only float-list column if there is exactly one (scalar float columns
     are then ignored); with none, every scalar float column, in file order.
@@ -41,6 +42,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import struct
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -285,14 +287,27 @@ def _bad_key(label: str, key: str, available: Mapping[str, str]) -> EmbeddingFil
     return EmbeddingFileError(f"{label}: key {key!r} not found; available: {listed}")
 
 
-def _only_matrix(label: str, candidates: Mapping[str, str], what: str) -> str:
-    """The one key among ``candidates`` (2-D float tensors), or an error listing them."""
-    if len(candidates) == 1:
-        return next(iter(candidates))
-    listed = ", ".join(f"{k!r} ({v})" for k, v in candidates.items())
-    if not candidates:
-        raise EmbeddingFileError(f"{label}: no 2-D {what} found; pass --key")
-    raise EmbeddingFileError(f"{label}: several 2-D {what}s ({listed}); pick one with --key")
+def _only_matrix(label: str, described: Mapping[str, str], matrices: Mapping[str, bool]) -> str:
+    """The key to use when none was given: the only 2-D float tensor.
+
+    Args:
+        label: file name for messages.
+        described: every key with its dtype and shape, listed in errors.
+        matrices: the 2-D tensors' keys, each with whether its dtype is a float.
+
+    Raises:
+        EmbeddingFileError: no 2-D tensor, or several 2-D float tensors.
+    """
+    floats = [k for k, is_float in matrices.items() if is_float]
+    if len(floats) == 1:
+        return floats[0]
+    if not floats and len(matrices) == 1:
+        return next(iter(matrices))  # a 2-D non-float tensor: the dtype check names it
+    if not matrices:
+        listed = ", ".join(f"{k!r} ({v})" for k, v in described.items()) or "none"
+        raise EmbeddingFileError(f"{label}: no 2-D tensor found (available: {listed})")
+    listed = ", ".join(f"{k!r} ({described[k]})" for k in floats or matrices)
+    raise EmbeddingFileError(f"{label}: several 2-D tensors ({listed}); pick one with --key")
 
 
 # --------------------------------------------------------------------------- buffered rows
@@ -399,9 +414,10 @@ def _open_safetensors(path: Path, key: str | None) -> EmbeddingSource:
         raise EmbeddingFileError(f"{label}: not a valid .safetensors file ({exc})") from exc
     described = {k: f"{dt} {list(shape)}" for k, (shape, dt) in info.items()}
     if key is None:
-        key = _only_matrix(
-            label, {k: v for k, v in described.items() if len(info[k][0]) == 2}, "tensor"
-        )
+        matrices = {
+            k: dt in _SAFETENSORS_DTYPES for k, (shape, dt) in info.items() if len(shape) == 2
+        }
+        key = _only_matrix(label, described, matrices)
     elif key not in info:
         raise _bad_key(label, key, described)
     shape, st_dtype = info[key]
@@ -433,6 +449,15 @@ def _open_safetensors(path: Path, key: str | None) -> EmbeddingSource:
 
 
 # --------------------------------------------------------------------------- .pt
+def _unpickling_detail(message: str) -> str:
+    """The offending global from torch's weights-only refusal, without its advice to unpickle."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+    if found:
+        return f"it references {found.group(1)}"
+    found = re.search(r"WeightsUnpickler error: ([^\n]*)", message)
+    return found.group(1).strip() if found else "not a plain tensor file"
+
+
 def _open_pt(path: Path, key: str | None) -> EmbeddingSource:
     import torch
 
@@ -440,12 +465,11 @@ def _open_pt(path: Path, key: str | None) -> EmbeddingSource:
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise EmbeddingFileError(
-            f"{label}: refused: the file holds Python objects other than tensors, and .pt "
-            "files are only loaded with torch.load(weights_only=True) because a user file is "
-            "data, never code. Save a tensor or a dict of tensors, or use .safetensors. "
-            f"({first})"
+            f"{label}: refused: the file holds Python objects other than tensors "
+            f"({_unpickling_detail(str(exc))}), and .pt files are only loaded with "
+            "torch.load(weights_only=True) because a user file is data, never code. Save a "
+            "tensor or a dict of tensors, or use .safetensors"
         ) from exc
     except Exception as exc:  # corrupt zip, truncated file, legacy formats, ...
         raise EmbeddingFileError(f"{label}: cannot read as a torch file ({exc})") from exc
@@ -464,15 +488,12 @@ def _open_pt(path: Path, key: str | None) -> EmbeddingSource:
             for k, v in obj.items()
         }
         if key is None:
-            key = _only_matrix(
-                label,
-                {
-                    str(k): described[str(k)]
-                    for k, v in obj.items()
-                    if isinstance(v, torch.Tensor) and v.ndim == 2
-                },
-                "tensor",
-            )
+            matrices = {
+                str(k): v.is_floating_point()
+                for k, v in obj.items()
+                if isinstance(v, torch.Tensor) and v.ndim == 2
+            }
+            key = _only_matrix(label, described, matrices)
         matches = [v for k, v in obj.items() if str(k) == key]
         if not matches:
             raise _bad_key(label, key, described)
@@ -588,13 +609,19 @@ def _list_to_matrix(label: str, arr: Any, first_row: int, d: int) -> np.ndarray:
     return values.to_numpy(zero_copy_only=False).reshape(len(arr), d)
 
 
+_PARQUET_BUFFER_BYTES = 8 * 2**20
+
+
 def _open_parquet(path: Path, key: str | None) -> EmbeddingSource:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     label = str(path)
     try:
-        pf = pq.ParquetFile(path)
+        # Stream pages: by default a whole column chunk (a row group, often the whole file)
+        # is read at once. Measured on a 300,000 x 768 float32 list column in one row group:
+        # peak RSS 1.34 GiB by default, 0.32 GiB with these two options.
+        pf = pq.ParquetFile(path, buffer_size=_PARQUET_BUFFER_BYTES, pre_buffer=False)
     except (pa.ArrowException, OSError) as exc:
         raise EmbeddingFileError(f"{label}: not a valid Parquet file ({exc})") from exc
     schema = pf.schema_arrow

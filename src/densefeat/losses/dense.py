@@ -27,9 +27,9 @@ from torch import Tensor, nn
 from ..functional.moments import moments
 from ..functional.objectives import (
     DEFAULT_WEIGHTS,
-    spectral_balance_entropy_from_cov,
     dense_feature_loss_from_moments,
     feature_orthogonality_from_cov,
+    spectral_balance_entropy_from_cov,
     spectral_balance_from_cov,
     subspace_consistency_from_moments,
     warn_small_batch,
