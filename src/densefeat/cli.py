@@ -18,6 +18,7 @@ from . import __version__
 #: should not pay for torch.
 SUBCOMMANDS = {
     "analyze": ("densefeat.analyze", "geometry diagnostics of embedding files"),
+    "convert": ("densefeat.convert", "convert OMOP, FHIR or the default dataset to MEDS"),
     "demo": ("densefeat.demo", "run the built-in demonstration on the default data"),
 }
 

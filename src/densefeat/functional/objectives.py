@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -183,26 +184,30 @@ def feature_orthogonality_loss(z: Tensor) -> Tensor:
 
 
 class _WhitenedCrossSq(torch.autograd.Function):
-    """``f = tr(A^-1 B C^-1 B^T)`` for SPD ``A, C`` with a closed-form backward.
+    """``f = ||La^-1 B Lc^-T||_F^2 = tr(A^-1 B C^-1 B^T)`` for SPD ``A = La La^T``, ``C = Lc Lc^T``.
 
-    With ``P = A^-1 B`` and ``Q = A^-1 B C^-1``: ``df/dB = 2Q``, ``df/dA = -Q P^T``,
-    ``df/dC = -(B C^-1)^T Q``. Two Cholesky factorisations, two inverses and five d^3
-    products in all, about half the work of autograd through ``solve_triangular``.
+    Triangular solves only (no explicit inverse), with the closed-form backward: with
+    ``T = La^-1 B Lc^-T``, ``U = La^-T T`` and ``V = Lc^-T T^T``,
+    ``df/dA = -U U^T``, ``df/dC = -V V^T`` and ``df/dB = 2 A^-1 B C^-1 = 2 U Lc^-1``.
+    About half the work of autograd through the factorisations and solves.
     """
 
     @staticmethod
     def forward(ctx: Any, a: Tensor, b: Tensor, c: Tensor) -> Tensor:
-        a_inv = torch.cholesky_inverse(_cholesky(a, "subspace_consistency_loss"))
-        c_inv = torch.cholesky_inverse(_cholesky(c, "subspace_consistency_loss"))
-        p = a_inv @ b
-        q = p @ c_inv
-        ctx.save_for_backward(b, p, q, c_inv)
-        return (q * b).sum()
+        la = _cholesky(a, "subspace_consistency_loss")
+        lc = _cholesky(c, "subspace_consistency_loss")
+        t = torch.linalg.solve_triangular(la, b, upper=False)
+        t = torch.linalg.solve_triangular(lc.mT, t, upper=True, left=False)  # (La^-1 B) Lc^-T
+        ctx.save_for_backward(la, lc, t)
+        return t.square().sum()
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        b, p, q, c_inv = ctx.saved_tensors
-        return -grad * (q @ p.T), 2.0 * grad * q, -grad * ((b @ c_inv).T @ q)
+        la, lc, t = ctx.saved_tensors
+        u = torch.linalg.solve_triangular(la.mT, t, upper=True)
+        v = torch.linalg.solve_triangular(lc.mT, t.mT, upper=True)
+        q = torch.linalg.solve_triangular(lc, u, upper=False, left=False)  # U Lc^-1
+        return -grad * (u @ u.mT), 2.0 * grad * q, -grad * (v @ v.mT)
 
 
 def _whitened_cross_sq(ca: Tensor, cb: Tensor, cab: Tensor) -> Tensor:
@@ -282,24 +287,31 @@ def dense_feature_loss_from_moments(
         if spectral_variant == "coding_rate"
         else spectral_balance_entropy_from_cov
     )
-    zero = m.cov_a.new_zeros(())
-    terms: dict[str, Tensor] = {}
-    total = zero
+    out_dtype = m.cov_a.dtype
+    # Every term works on float64 d x d matrices: convert them once, not once per term.
+    m = replace(
+        m,
+        cov_a=m.cov_a.to(torch.float64),
+        cov_b=m.cov_b.to(torch.float64),
+        cov_ab=m.cov_ab.to(torch.float64) if m.cov_ab is not None else None,
+    )
+    parts: dict[str, Tensor] = {}
+    total = m.cov_a.new_zeros(())
     # A weight of exactly 0 skips the term (ablations pay nothing for it).
     if w_spec != 0.0:
-        spec = spec_fn(m.cov_a) + spec_fn(m.cov_b)
-        total = total + w_spec * spec
-        terms["spectral_balance"] = spec.detach()
+        parts["spectral_balance"] = spec_fn(m.cov_a) + spec_fn(m.cov_b)
+        total = total + w_spec * parts["spectral_balance"]
     if w_orth != 0.0:
-        orth = feature_orthogonality_from_cov(m.cov_a) + feature_orthogonality_from_cov(m.cov_b)
-        total = total + w_orth * orth
-        terms["feature_orthogonality"] = orth.detach()
+        parts["feature_orthogonality"] = feature_orthogonality_from_cov(
+            m.cov_a
+        ) + feature_orthogonality_from_cov(m.cov_b)
+        total = total + w_orth * parts["feature_orthogonality"]
     if w_sub != 0.0:
-        sub = subspace_consistency_from_moments(m, top_k)
-        total = total + w_sub * sub
-        terms["subspace_consistency"] = sub.detach()
-    terms["loss"] = total.detach()
-    return total, terms
+        parts["subspace_consistency"] = subspace_consistency_from_moments(m, top_k)
+        total = total + w_sub * parts["subspace_consistency"]
+    terms = {name: value.detach().to(out_dtype) for name, value in parts.items()}
+    terms["loss"] = total.detach().to(out_dtype)
+    return total.to(out_dtype), terms
 
 
 def dense_feature_loss(
