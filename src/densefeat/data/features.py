@@ -11,31 +11,33 @@ __all__ = ["code_count_features"]
 
 
 def code_count_features(
-    events: pl.DataFrame, cutoffs: pl.DataFrame, vocabulary: Sequence[str]
+    events: pl.DataFrame | pl.LazyFrame, cutoffs: pl.DataFrame, vocabulary: Sequence[str]
 ) -> np.ndarray:
-    """``log(1 + count)`` of each vocabulary code among events at or before each cut-off.
+    """``log(1 + count)`` of each vocabulary code among a subject's events up to a cut-off.
 
-    Only events with ``date <= cutoff`` of the same subject enter a row: a row never sees its
-    future. Codes outside ``vocabulary`` are dropped.
+    A row counts the subject's static events (null ``time``) and its events with
+    ``time <= cutoff``: nothing after the cut-off ever enters a row. Codes outside
+    ``vocabulary`` are dropped.
 
     Args:
-        events: ``subject_id, date, code``.
-        cutoffs: ``subject_id, cutoff`` (one row per output row, order kept).
+        events: MEDS events (``subject_id``, ``time``, ``code``).
+        cutoffs: ``subject_id, cutoff`` (Datetime), one row per output row, order kept.
         vocabulary: the feature codes, in column order.
 
     Returns:
         float32 array of shape (len(cutoffs), len(vocabulary)).
     """
     index = {code: j for j, code in enumerate(vocabulary)}
-    rows = cutoffs.with_row_index("row")
+    rows = cutoffs.lazy().with_row_index("row")
     counts = (
-        rows.join(events, on="subject_id", how="inner")
-        .filter(pl.col("date") <= pl.col("cutoff"))
+        rows.join(events.lazy().select("subject_id", "time", "code"), on="subject_id")
+        .filter(pl.col("time").is_null() | (pl.col("time") <= pl.col("cutoff")))
         .filter(pl.col("code").is_in(list(index)))
         .group_by(["row", "code"])
         .len()
+        .collect()
     )
-    out = np.zeros((rows.height, len(vocabulary)), dtype=np.float32)
+    out = np.zeros((cutoffs.height, len(vocabulary)), dtype=np.float32)
     r = counts["row"].to_numpy()
     c = counts["code"].replace_strict(index, return_dtype=pl.Int64).to_numpy()
     out[r, c] = np.log1p(counts["len"].to_numpy().astype(np.float32))
