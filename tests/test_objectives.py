@@ -272,6 +272,19 @@ def test_low_precision_inputs():
         assert loss.item() == pytest.approx(ref.item(), rel=tol)
 
 
+def test_autocast_does_not_lower_the_precision_of_the_statistics():
+    za, zb = _pair(n=512, d=16)
+    a = torch.tensor(za, dtype=torch.float32)
+    b = torch.tensor(zb, dtype=torch.float32)
+    ref, _ = F.dense_feature_loss(a, b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = F.dense_feature_loss(a, b)
+        vic = F.vicreg_loss(a, b)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
+    assert vic.item() == pytest.approx(F.vicreg_loss(a, b).item(), rel=1e-6)
+
+
 def test_zero_weight_skips_term():
     za, zb = _pair()
     loss, terms = F.dense_feature_loss(_t(za), _t(zb), w_orth=0.0)

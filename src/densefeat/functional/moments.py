@@ -103,6 +103,13 @@ def moments(
     Returns:
         :class:`Moments` of the global batch, in :func:`compute_dtype` of ``za``.
     """
+    # Under AMP the matmuls below would silently run in bf16/fp16: the statistics these
+    # objectives act on (small eigenvalues, whitening) need at least float32.
+    with torch.autocast(device_type=za.device.type, enabled=False):
+        return _moments(za, zb, all_reduce)
+
+
+def _moments(za: Tensor, zb: Tensor | None, all_reduce: AllReduce | None) -> Moments:
     dt = compute_dtype(za)
     za = za.to(dt)
     zb = zb.to(dt) if zb is not None else None
