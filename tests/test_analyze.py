@@ -225,7 +225,11 @@ def test_single_file_matches_functional(tmp_path: Path, fmt: str) -> None:
     result = analyze_files(path, key=key, k=5, chunk_rows=CHUNK)
     _assert_geometry(result, stored)
     assert result["condition_number_reason"] is None
-    assert result["isotropic_reference"] == F.isotropic_reference(N, 12, k=5)
+    # the reference's condition_number_k is taken at the measured matrix's k
+    assert result["isotropic_reference"] == F.isotropic_reference(
+        N, 12, k=5, condition_k=result["condition_number_k_at"]
+    )
+    assert result["isotropic_reference"]["condition_number_k_at"] == result["condition_number_k_at"]
     assert result["file"] == str(path)
 
 

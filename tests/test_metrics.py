@@ -343,3 +343,12 @@ def test_isotropic_reference_is_cheap_for_huge_n():
     ref = F.isotropic_reference(10_000_000, 64, draws=2)
     assert ref["effective_rank"] == pytest.approx(64, rel=1e-3)
     assert ref["condition_number"] == pytest.approx(1.0, abs=0.01)
+
+
+def test_isotropic_reference_condition_number_at_a_given_k():
+    ref = F.isotropic_reference(300, 40)
+    at = F.isotropic_reference(300, 40, condition_k=10)
+    assert at["condition_number_k_at"] == 10
+    assert F.isotropic_reference(300, 40, condition_k=1)["condition_number_k"] == 1.0
+    # s_1 / s_10 < s_1 / s_40 for any spectrum with distinct values
+    assert 1.0 < at["condition_number_k"] < ref["condition_number"]

@@ -111,7 +111,10 @@ def _describe(src: EmbeddingSource, metrics: dict[str, Any], k: int) -> dict[str
             f"s_k at k={out['condition_number_k_at']} is below the numerical-rank tolerance "
             f"(numerical_rank {out['numerical_rank']})"
         )
-    out["isotropic_reference"] = isotropic_reference(src.n, src.d, k=k)
+    # The reference's condition_number_k is taken at the measured k so the two columns compare.
+    out["isotropic_reference"] = isotropic_reference(
+        src.n, src.d, k=k, condition_k=out["condition_number_k_at"]
+    )
     return out
 
 

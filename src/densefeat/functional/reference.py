@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .spectrum import Spectrum, geometry
+from .spectrum import Spectrum, condition_number_k, geometry
 from .subspace import chance_subspace_distance
 
 __all__ = ["gaussian_singular_values", "isotropic_reference"]
@@ -39,7 +39,7 @@ def gaussian_singular_values(m: int, d: int, rng: np.random.Generator) -> torch.
 
 
 def isotropic_reference(
-    n: int, d: int, *, k: int = 16, draws: int = 8, seed: int = 0
+    n: int, d: int, *, k: int = 16, condition_k: int | None = None, draws: int = 8, seed: int = 0
 ) -> dict[str, Any]:
     """Mean of every single-matrix metric over ``draws`` isotropic Gaussian (n, d) matrices.
 
@@ -52,6 +52,9 @@ def isotropic_reference(
         n: rows (>= 2).
         d: columns (>= 1).
         k: subspace dimension for the chance level of ``subspace_distance``.
+        condition_k: report ``condition_number_k`` at this k (the k used for the measured
+            matrix, so the two values compare), instead of at the reference's own
+            ``round(effective_rank)``.
         draws: number of Monte Carlo draws of the spectrum.
         seed: seed of the generator.
 
@@ -71,6 +74,10 @@ def isotropic_reference(
         s = torch.cat([s, s.new_zeros(kk - s.numel())])  # n <= d: the centring zero
         sp = Spectrum(s, n, d, min(n - 1, d), su[:kk], route="reference")
         g = geometry(sp)
+        if condition_k is not None:
+            kc = min(max(condition_k, 1), sp.max_rank)
+            g["condition_number_k"] = condition_number_k(sp, kc)
+            g["condition_number_k_at"] = kc
         spectra.append(torch.tensor(g.pop("eigenvalues")))
         per_draw.append(g)
     out: dict[str, Any] = {"n": n, "d": d, "draws": draws}
