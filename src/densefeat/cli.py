@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "analyze": ("densefeat.analyze", "geometry diagnostics of embedding files"),
     "convert": ("densefeat.convert", "convert OMOP, FHIR or the default dataset to MEDS"),
     "demo": ("densefeat.demo", "run the built-in demonstration on the default data"),
+    "tasks": ("densefeat.tasks", "build and describe the task labels of a MEDS dataset"),
 }
 
 

@@ -222,6 +222,10 @@ def numerical_rank(z: Any) -> int:
     """Count of singular values of ``Zc`` above ``s_1 * max(n, d) * eps(float64)``.
 
     From a covariance-route :class:`Spectrum` the rule is applied to the eigenvalues of ``C``.
+    The tolerance is float64's (DESIGN.md): a direction that is exactly null in real arithmetic
+    but was rounded in float32 (e.g. the all-ones direction of a float32 LayerNorm output)
+    sits near ``1e-7 s_1`` and still counts, so condition numbers of 1e6-1e8 on float32
+    embeddings flag the same degeneracy as ``inf`` does on float64 ones.
     """
     return _as_spectrum(z).numerical_rank
 
