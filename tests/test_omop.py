@@ -20,7 +20,12 @@ import pytest
 from densefeat.cli import main
 from densefeat.data.eunomia import eunomia_meds, eunomia_path
 from densefeat.data.meds import MedsFormatError, read_meds_dataset
-from densefeat.data.omop import convert_omop, omop_to_meds
+from densefeat.data.omop import (
+    OBSERVATION_END_CODE,
+    OBSERVATION_START_CODE,
+    convert_omop,
+    omop_to_meds,
+)
 
 SYNTHEA = Path(__file__).resolve().parents[2] / "shared/data/synthea27nj_omop/Synthea27Nj_5.4.zip"
 CLINICAL = (
@@ -242,6 +247,43 @@ def test_csv_directory_conversion(cdm_dir: Path, tmp_path: Path) -> None:
     assert events.height == report.events == 13
 
 
+def test_observation_periods(cdm_dir: Path) -> None:
+    write_csv(
+        cdm_dir / "observation_period.csv",
+        [
+            {
+                "person_id": 1,
+                "observation_period_start_date": "2009-01-01",
+                "observation_period_end_date": "2015-06-01",
+            },
+            {
+                "person_id": 2,
+                "observation_period_start_date": "2010-01-01",
+                "observation_period_end_date": "2009-01-01",
+            },  # ends before it starts: dropped
+            {
+                "person_id": 3,
+                "observation_period_start_date": "2010-01-01",
+                "observation_period_end_date": "2012-01-01",
+            },  # unknown person: dropped
+            {
+                "person_id": 2,
+                "observation_period_start_date": "2011-01-01",
+                "observation_period_end_date": "",
+            },  # no end: dropped whole
+        ],
+    )
+    events, codes, report = omop_to_meds(cdm_dir)
+    assert report.source_rows["observation_period"] == 4
+    assert report.dropped_per_table["observation_period"] == 3
+    assert report.events_per_table["observation_period"] == 2
+    marks = events.filter(pl.col("code").str.starts_with("MEDS_OBSERVATION"))
+    assert marks["subject_id"].to_list() == [1, 1]
+    assert [str(t) for t in marks["time"]] == ["2009-01-01 00:00:00", "2015-06-01 00:00:00"]
+    assert marks["code"].to_list() == [OBSERVATION_START_CODE, OBSERVATION_END_CODE]
+    assert codes.filter(pl.col("code") == OBSERVATION_END_CODE)["description"].item()
+
+
 def test_zip_equals_directory(cdm_dir: Path, tmp_path: Path) -> None:
     archive = tmp_path / "cdm.zip"
     with zipfile.ZipFile(archive, "w") as zf:
@@ -301,7 +343,7 @@ def duckdb_counts() -> dict[str, int]:
     con = duckdb.connect(str(eunomia_path()), read_only=True)
     try:
         counts = {}
-        for table in ("person", *CLINICAL):
+        for table in ("person", *CLINICAL, "observation_period"):
             columns = [r[0].lower() for r in con.sql(f"DESCRIBE {table}").fetchall()]
             # Eunomia stores empty tables as one row holding the column names.
             n = con.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0]
@@ -325,10 +367,15 @@ def test_eunomia_counts_match_duckdb(eunomia) -> None:
     clinical = (
         events.height
         - events.filter(
-            pl.col("code").str.contains(r"^(MEDS_BIRTH|GENDER/|RACE/|ETHNICITY/)")
+            pl.col("code").str.contains(
+                r"^(MEDS_BIRTH|MEDS_OBSERVATION_START|MEDS_OBSERVATION_END|GENDER/|RACE/|ETHNICITY/)"
+            )
         ).height
     )
     assert clinical == sum(counts[t] for t in CLINICAL)
+    # One observation period per person; 2,649 more rows point to persons not in the table.
+    for code in (OBSERVATION_START_CODE, OBSERVATION_END_CODE):
+        assert events.filter(pl.col("code") == code)["subject_id"].n_unique() == 2694
     assert events.filter(pl.col("code") == meds.birth_code).height == 2694
     assert events["numeric_value"].is_not_null().sum() == 0  # Eunomia has no values
     assert ds.metadata["dataset_name"] == "eunomia-gibleed"
@@ -341,6 +388,9 @@ def test_eunomia_per_table_counts(tmp_path: Path) -> None:
     for table in CLINICAL:
         assert report.source_rows.get(table, 0) == counts[table], table
         assert report.events_per_table.get(table, 0) == counts[table], table
+    assert report.source_rows["observation_period"] == counts["observation_period"] == 5343
+    assert report.dropped_per_table["observation_period"] == 2649  # persons not in the table
+    assert report.events_per_table["observation_period"] == 2 * (5343 - 2649)
 
 
 def test_eunomia_cache_is_reused(eunomia, monkeypatch) -> None:

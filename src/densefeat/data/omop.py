@@ -23,7 +23,17 @@ measurement                       measurement_concept_id, value_as_number -> num
 observation                       observation_concept_id, value_as_number -> numeric_value,
                                   value_as_string -> text_value
 death                             ``MEDS_DEATH`` at the death date
+observation_period                ``MEDS_OBSERVATION_START`` at the period's start date and
+                                  ``MEDS_OBSERVATION_END`` at its end date (two events per
+                                  row; a row without both dates, or ending before it starts,
+                                  is dropped whole)
 ================================  ==========================================================
+
+The observation markers let tasks tell "no record" from "not observed" (censoring): ``meds``
+0.4 names only ``MEDS_BIRTH`` and ``MEDS_DEATH``, so the two codes follow the same
+``MEDS_`` convention; :data:`OBSERVATION_START_CODE` and :data:`OBSERVATION_END_CODE` name them.
+The end marker sits at midnight of the end date in date-only data: the subject is observed
+through that whole day (``densefeat.data.tasks`` reads it so).
 
 Codes are ``VOCABULARY_ID/CONCEPT_CODE`` when the concept table knows the concept (its
 concept_name goes to ``codes.parquet``), else ``TABLE/concept_id`` (e.g. ``CONDITION/201826``);
@@ -58,6 +68,8 @@ import polars as pl
 from .meds import EVENT_SCHEMA, MedsFormatError, write_meds_dataset
 
 __all__ = [
+    "OBSERVATION_END_CODE",
+    "OBSERVATION_START_CODE",
     "OMOP_ETL_VERSION",
     "OmopConversion",
     "convert_omop",
@@ -66,7 +78,11 @@ __all__ = [
 ]
 
 #: Bumped whenever the mapping changes, so cached conversions are rebuilt.
-OMOP_ETL_VERSION = "1"
+OMOP_ETL_VERSION = "2"  # 2: observation_period -> MEDS_OBSERVATION_START / _END
+#: Code of the event at the start of an observation period.
+OBSERVATION_START_CODE = "MEDS_OBSERVATION_START"
+#: Code of the event at the end of an observation period.
+OBSERVATION_END_CODE = "MEDS_OBSERVATION_END"
 
 
 @dataclass(frozen=True)
@@ -128,7 +144,7 @@ _EVENT_TABLES = (
     ),
     _EventTable("death", "DEATH", None, "death_date", "death_datetime", fixed_code="MEDS_DEATH"),
 )
-TABLES = ("person", *(t.table for t in _EVENT_TABLES))
+TABLES = ("person", *(t.table for t in _EVENT_TABLES), "observation_period")
 
 # OMOP's standard demographic concepts: (concept_id) -> (concept_code, concept_name).
 _DEMOGRAPHIC_CONCEPTS = {
@@ -145,6 +161,13 @@ _DEMOGRAPHIC_CONCEPTS = {
     38003563: ("Hispanic", "Hispanic or Latino"),
     38003564: ("Not Hispanic", "Not Hispanic or Latino"),
 }
+# Descriptions of the fixed MEDS_ codes (codes.parquet).
+_FIXED_DESCRIPTIONS = {
+    "MEDS_BIRTH": "Birth",
+    "MEDS_DEATH": "Death",
+    OBSERVATION_START_CODE: "Start of an observation period",
+    OBSERVATION_END_CODE: "End of an observation period (observed through this time)",
+}
 _DATETIME_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d", "%Y%m%d")
 _SUFFIXES = (".csv.gz", ".csv", ".parquet")
 
@@ -158,7 +181,8 @@ class OmopConversion:
         subjects: distinct subjects in the output.
         events: events in the output.
         source_rows: rows read per table (header-only tables count 0).
-        events_per_table: events emitted per table (person: birth + demographics).
+        events_per_table: events emitted per table (person: birth + demographics;
+            observation_period: two per kept row).
         dropped_per_table: source rows dropped (no person id, no date, unknown person).
         seconds: wall time of the conversion including writing.
     """
@@ -470,6 +494,43 @@ def _person_rows(frame: pl.LazyFrame, where: str) -> pl.LazyFrame:
     return pl.concat(parts, how="vertical")
 
 
+def _observation_period_rows(frame: pl.LazyFrame, where: str) -> pl.LazyFrame:
+    """Two raw events per observation period: its start and its end marker.
+
+    A period is kept or dropped whole: both events get a null time when either date is missing
+    or the period ends before it starts, so :func:`_convert` drops (and counts) the pair.
+    """
+    schema = frame.collect_schema()
+    start_col, end_col = "observation_period_start_date", "observation_period_end_date"
+    _require(schema, ["person_id", start_col, end_col], where)
+    start, end = _as_datetime(schema, start_col), _as_datetime(schema, end_col)
+    for name, column in (
+        ("start", "observation_period_start_datetime"),
+        ("end", "observation_period_end_datetime"),
+    ):
+        if column in schema:  # not in the CDM, but some exports carry it
+            if name == "start":
+                start = pl.coalesce(_as_datetime(schema, column), start)
+            else:
+                end = pl.coalesce(_as_datetime(schema, column), end)
+    valid = start.is_not_null() & end.is_not_null() & (end >= start)
+    parts = []
+    for when, code in ((start, OBSERVATION_START_CODE), (end, OBSERVATION_END_CODE)):
+        parts.append(
+            frame.select(
+                subject_id=_as_int(schema, "person_id"),
+                time=pl.when(valid).then(when),
+                prefix=pl.lit("OBSERVATION_PERIOD"),
+                concept_id=pl.lit(None, pl.Int64),
+                fixed_code=pl.lit(code),
+                numeric_value=pl.lit(None, pl.Float64),
+                text_value=pl.lit(None, pl.Utf8),
+                table=pl.lit("observation_period"),
+            )
+        )
+    return pl.concat(parts, how="vertical")
+
+
 def _concepts(source: _Source, used: pl.Series) -> pl.DataFrame:
     """``concept_id, vocabulary_id, concept_code, concept_name`` of the used concepts."""
     builtin = pl.DataFrame(
@@ -519,7 +580,9 @@ def _assign_codes(raw: pl.DataFrame, concepts: pl.DataFrame) -> tuple[pl.DataFra
     fallback = pl.col("prefix") + "/" + pl.col("concept_id").fill_null(0).cast(pl.Utf8)
     events = joined.with_columns(
         code=pl.coalesce(pl.col("fixed_code"), mapped, fallback),
-        description=pl.when(pl.col("fixed_code").is_null()).then(pl.col("concept_name")),
+        description=pl.when(pl.col("fixed_code").is_null())
+        .then(pl.col("concept_name"))
+        .otherwise(pl.col("fixed_code").replace_strict(_FIXED_DESCRIPTIONS, default=None)),
     )
     codes = (
         events.group_by("code")
@@ -567,12 +630,18 @@ def _convert(source: _Source) -> tuple[pl.DataFrame, pl.DataFrame, OmopConversio
         if frame is not None:
             # Lazy: only the columns we map are read from the (possibly huge) table.
             parts.append(_event_rows(frame, spec, f"{source.name}: {spec.table}"))
+    periods = source.read("observation_period")
+    if periods is not None:
+        parts.append(_observation_period_rows(periods, f"{source.name}: observation_period"))
     raw = _guard_read(source, lambda: pl.concat(parts, how="vertical").collect())
     # Clinical tables map one source row to one raw row: their row counts come for free.
     counts = _counts(raw)
     for spec in _EVENT_TABLES:
         if spec.table in counts or source.read_table_exists(spec.table):
             report.source_rows[spec.table] = counts.get(spec.table, 0)
+    if source.read_table_exists("observation_period"):
+        # Two raw rows (start, end) per source row.
+        report.source_rows["observation_period"] = counts.get("observation_period", 0) // 2
     persons = raw.filter(pl.col("table") == "person")["subject_id"].drop_nulls().unique()
     keep = (
         pl.col("subject_id").is_not_null()
@@ -586,6 +655,9 @@ def _convert(source: _Source) -> tuple[pl.DataFrame, pl.DataFrame, OmopConversio
     report.dropped_per_table = {
         t: dropped.get(t, 0) for t in report.source_rows if t != "person"
     } | {"person": dropped.get("person", 0)}
+    if "observation_period" in report.dropped_per_table:
+        # Periods are dropped whole (both events): count source rows, like the other tables.
+        report.dropped_per_table["observation_period"] //= 2
     concepts = _concepts(source, kept["concept_id"].drop_nulls().unique())
     events, codes = _assign_codes(kept, concepts)
     events = events.select(
