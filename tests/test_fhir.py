@@ -34,7 +34,7 @@ EVENT_SCHEMA = {
 }
 SHORT = {
     "http://snomed.info/sct": "SNOMED",
-    "http://www.nlm.nih.gov/research/umls/rxnorm": "RXNORM",
+    "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
     "http://hl7.org/fhir/sid/cvx": "CVX",
     "http://loinc.org": "LOINC",
 }
@@ -363,11 +363,11 @@ def test_references_statuses_and_medications(tmp_path: Path) -> None:
     events, codes = read_fhir_bulk(tmp_path)
     rows = events.select("subject_id", "time", "code").rows()
     assert (fhir_subject_id("p1"), datetime(2014, 8, 19), "CVX/62") in rows
-    assert (fhir_subject_id("p2"), datetime(2000, 12, 31, 23), "RXNORM/314076") in rows
+    assert (fhir_subject_id("p2"), datetime(2000, 12, 31, 23), "RxNorm/314076") in rows
     assert "CVX/08" not in set(events["code"])  # not-done is no vaccination
     # p2 has no birthDate: its gender-less record has no static events at all
     assert events.filter(pl.col("subject_id") == fhir_subject_id("p2")).height == 1
-    assert dict(zip(codes["code"], codes["description"], strict=True))["RXNORM/314076"] == "lisin"
+    assert dict(zip(codes["code"], codes["description"], strict=True))["RxNorm/314076"] == "lisin"
 
 
 def test_non_numeric_value_rejected(tmp_path: Path) -> None:

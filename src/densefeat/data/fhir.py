@@ -42,7 +42,7 @@ note was written) before ``context.period.start`` (the encounter start), because
 be visible before it exists.
 
 Codes are ``SYSTEM/CODE`` with the first coding of a CodeableConcept (FHIR lists the preferred
-coding first). System URIs map to short names through ``SYSTEM_NAMES`` (SNOMED, LOINC, RXNORM,
+coding first). System URIs map to short names through ``SYSTEM_NAMES`` (SNOMED, LOINC, RxNorm,
 CVX, ICD10CM, ... also in their ``urn:oid`` forms); an unknown system becomes the last segment of
 its URI, upper-cased with non-alphanumerics as ``_``; a coding without system uses ``NO_SYSTEM``.
 Pass ``system_names`` to add or override names.
@@ -103,8 +103,8 @@ SYSTEM_NAMES: dict[str, str] = {
     "urn:oid:2.16.840.1.113883.6.96": "SNOMED",
     "http://loinc.org": "LOINC",
     "urn:oid:2.16.840.1.113883.6.1": "LOINC",
-    "http://www.nlm.nih.gov/research/umls/rxnorm": "RXNORM",
-    "urn:oid:2.16.840.1.113883.6.88": "RXNORM",
+    "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
+    "urn:oid:2.16.840.1.113883.6.88": "RxNorm",
     "http://hl7.org/fhir/sid/cvx": "CVX",
     "urn:oid:2.16.840.1.113883.12.292": "CVX",
     "http://hl7.org/fhir/sid/icd-10-cm": "ICD10CM",
