@@ -333,3 +333,32 @@ def test_default_dataset(monkeypatch, tmp_path):
         assert builder.vocabulary.encode(sorted(unseen)).tolist() == [UNK_ID] * len(unseen)
     per_day = batch.time_before_prediction[batch.mask] * US_PER_DAY
     assert torch.isfinite(per_day).all()
+
+
+def test_coverage_markers_never_enter_histories():
+    from datetime import datetime
+
+    from densefeat.data.history import COVERAGE_MARKER_CODES, HistoryBuilder, end_of_record
+
+    rows = []
+    for sid in range(1, 8):
+        rows += [
+            (sid, datetime(2000, 1, 1), "MEDS_OBSERVATION_START"),
+            (sid, datetime(2001, 1, 1), "A"),
+            (sid, datetime(2002, 1, 1), "B"),
+            (sid, datetime(2005, 1, 1), "MEDS_OBSERVATION_END"),
+        ]
+    events = pl.DataFrame(
+        rows,
+        schema={"subject_id": pl.Int64, "time": pl.Datetime("us"), "code": pl.String},
+        orient="row",
+    ).with_columns(numeric_value=pl.lit(None, pl.Float32), text_value=pl.lit(None, pl.String))
+    builder = HistoryBuilder.fit(events, split=None, min_subjects=1)
+    assert not set(COVERAGE_MARKER_CODES) & set(builder.vocabulary.codes_)
+    ends = end_of_record(events)
+    assert ends["prediction_time"].to_list() == [datetime(2002, 1, 1)] * 7
+    batch = builder.build_batch(
+        builder.encode(events),
+        ends.with_columns(prediction_time=pl.lit(datetime(2006, 1, 1), pl.Datetime("us"))),
+    )
+    assert int(batch.mask.sum()) == 2 * 7  # A and B only, no markers

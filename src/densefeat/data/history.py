@@ -841,10 +841,23 @@ def _rows_arrays(rows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return frame["subject_id"].to_numpy(), frame["prediction_time"].to_numpy()
 
 
+#: Codes that mark data coverage, not clinical events: kept in MEDS (censoring uses them) but
+#: never fed to a model. An observation-end marker in a history would tell the encoder
+#: "this record is over", a shortcut no prediction time inside the record can see.
+COVERAGE_MARKER_CODES = ("MEDS_OBSERVATION_START", "MEDS_OBSERVATION_END")
+
+
+def _drop_coverage_markers(frame: pl.LazyFrame) -> pl.LazyFrame:
+    return frame.filter(~pl.col("code").is_in(list(COVERAGE_MARKER_CODES)))
+
+
 def end_of_record(events: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
-    """``subject_id, prediction_time``: every subject's last timed event, sorted by subject."""
+    """``subject_id, prediction_time``: every subject's last timed clinical event, by subject.
+
+    Coverage markers (:data:`COVERAGE_MARKER_CODES`) do not count as events.
+    """
     return (
-        _as_lazy(events)
+        _drop_coverage_markers(_as_lazy(events))
         .filter(pl.col("time").is_not_null())
         .group_by("subject_id")
         .agg(prediction_time=pl.col("time").max())
@@ -917,7 +930,7 @@ class HistoryBuilder:
                     "split=None"
                 )
             events = data
-        events = _as_lazy(events).cache()
+        events = _drop_coverage_markers(_as_lazy(events)).cache()
         vocab = Vocabulary(min_subjects, min_count, max_size).fit(events)
         norm = NumericNormalizer(min_values, clip).fit(events)
         return cls(vocab, norm, max_len)
@@ -946,6 +959,7 @@ class HistoryBuilder:
         for frame in frames:
             if keep is not None:
                 frame = frame.filter(pl.col("subject_id").is_in(keep))
+            frame = _drop_coverage_markers(frame)
             parts.append(_encode_frame(frame, self.vocabulary, self.normalizer))
         return EventStore.concat(parts, len(self.vocabulary.static_codes_))
 
