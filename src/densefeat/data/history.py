@@ -1049,6 +1049,14 @@ def batch_slices(
     return batches[shard::n_shards]
 
 
+def batch_count(
+    n_rows: int, batch_size: int, *, drop_last: bool = False, rank: int = 0, world_size: int = 1
+) -> int:
+    """Number of batches :func:`batch_slices` gives one rank (before splitting by worker)."""
+    full = n_rows // batch_size if drop_last else math.ceil(n_rows / batch_size)
+    return len(range(rank, full, world_size))
+
+
 class HistoryBatches(torch.utils.data.IterableDataset):
     """Batches of histories for training, built lazily from an :class:`EventStore`.
 
@@ -1106,9 +1114,13 @@ class HistoryBatches(torch.utils.data.IterableDataset):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        n = self.subject_id.size
-        full = n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-        return len(range(self.rank, full, self.world_size))
+        return batch_count(
+            self.subject_id.size,
+            self.batch_size,
+            drop_last=self.drop_last,
+            rank=self.rank,
+            world_size=self.world_size,
+        )
 
     def __iter__(self) -> Iterator[EventBatch | tuple[EventBatch, torch.Tensor]]:
         for rows in batch_slices(

@@ -15,7 +15,6 @@ the subject has history at both cut-offs: at least ``min_history`` timed events 
 from __future__ import annotations
 
 import datetime as _dt
-import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -28,6 +27,7 @@ from .history import (
     EventBatch,
     EventStore,
     _as_lazy,
+    batch_count,
     batch_slices,
 )
 
@@ -268,9 +268,13 @@ class WindowPairBatches(torch.utils.data.IterableDataset):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        n = self.pairs.height
-        full = n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-        return len(range(self.rank, full, self.world_size))
+        return batch_count(
+            self.pairs.height,
+            self.batch_size,
+            drop_last=self.drop_last,
+            rank=self.rank,
+            world_size=self.world_size,
+        )
 
     def __iter__(self) -> Iterator[tuple[EventBatch, EventBatch]]:
         for rows in batch_slices(
