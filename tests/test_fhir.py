@@ -19,10 +19,11 @@ from typing import Any
 import polars as pl
 import pytest
 
+from _paths import SHARED_DATA
 from densefeat.data import fhir
 from densefeat.data.fhir import fhir_subject_id, read_fhir_bulk, subject_id_map
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthea_fhir_10"
+SAMPLE = SHARED_DATA / "synthea_fhir_10"
 needs_sample = pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"{SAMPLE} not present")
 
 EVENT_SCHEMA = {

@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from _paths import SHARED_DATA
 from densefeat.data.meds import make_subject_splits, read_meds_dataset, write_meds_dataset
 from densefeat.data.notes import (
     NoteTableError,
@@ -28,9 +29,7 @@ from densefeat.data.notes import (
     text_group_key,
 )
 
-MTSAMPLES = (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "mtsamples" / "mtsamples.csv.xz"
-)
+MTSAMPLES = SHARED_DATA / "mtsamples" / "mtsamples.csv.xz"
 T0 = dt.datetime(2021, 3, 1, 9, 0)
 
 

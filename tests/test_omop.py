@@ -17,6 +17,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
+from _paths import SHARED_DATA
 from densefeat.cli import main
 from densefeat.data.eunomia import eunomia_meds, eunomia_path
 from densefeat.data.meds import MedsFormatError, read_meds_dataset
@@ -27,7 +28,7 @@ from densefeat.data.omop import (
     omop_to_meds,
 )
 
-SYNTHEA = Path(__file__).resolve().parents[2] / "shared/data/synthea27nj_omop/Synthea27Nj_5.4.zip"
+SYNTHEA = SHARED_DATA / "synthea27nj_omop" / "Synthea27Nj_5.4.zip"
 CLINICAL = (
     "visit_occurrence",
     "condition_occurrence",
@@ -446,7 +447,7 @@ def test_cli_convert_eunomia(tmp_path: Path, capsys) -> None:
 
 def test_cli_convert_fhir(tmp_path: Path, capsys) -> None:
     pytest.importorskip("densefeat.data.fhir")
-    src = Path(__file__).resolve().parents[2] / "shared/data/synthea_fhir_10"
+    src = SHARED_DATA / "synthea_fhir_10"
     if not src.is_dir():
         pytest.skip("shared FHIR sample absent")
     out = tmp_path / "fhir"
