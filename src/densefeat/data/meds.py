@@ -340,7 +340,9 @@ def _shard_index(events: pl.DataFrame, shard_rows: int) -> pl.Series:
     per_subject = events.group_by("subject_id", maintain_order=True).len()
     start = per_subject["len"].cum_sum() - per_subject["len"]
     shard = per_subject.select("subject_id", shard=(start // max(shard_rows, 1)).cast(pl.Int64))
-    return events.select("subject_id").join(shard, on="subject_id", how="left")["shard"]
+    return events.select("subject_id").join(
+        shard, on="subject_id", how="left", maintain_order="left"
+    )["shard"]
 
 
 def _write_data(events: pl.DataFrame, data_dir: Path, shard_rows: int) -> list[Path]:

@@ -386,7 +386,12 @@ def label_task(
     )
     joined = (
         times.select(pl.col("subject_id").cast(pl.Int64), t.cast(pl.Datetime("us")))
-        .join(bounds.select("subject_id", "obs_end"), on="subject_id", how="left")
+        .join(
+            bounds.select("subject_id", "obs_end"),
+            on="subject_id",
+            how="left",
+            maintain_order="left",
+        )
         .join(first, on="subject_id", how="left", maintain_order="left")
     )
     return joined.select(
