@@ -12,7 +12,7 @@ TORCH ?= torch==2.13.0
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,text]"
 	touch $@
 
 install: $(VENV)/.installed
