@@ -20,7 +20,9 @@ SUBCOMMANDS = {
     "analyze": ("densefeat.analyze", "geometry diagnostics of embedding files"),
     "convert": ("densefeat.convert", "convert OMOP, FHIR or the default dataset to MEDS"),
     "demo": ("densefeat.demo", "run the built-in demonstration on the default data"),
+    "embed": ("densefeat.embed_cmd", "embed a MEDS dataset with a trained run's encoder"),
     "tasks": ("densefeat.tasks", "build and describe the task labels of a MEDS dataset"),
+    "train": ("densefeat.train_cmd", "train an encoder with a dense or baseline method"),
 }
 
 

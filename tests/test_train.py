@@ -1,0 +1,413 @@
+"""Training: methods registry, the loop, checkpoints, and the train/embed CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from densefeat.analyze import analyze_files
+from densefeat.cli import main
+from densefeat.data.meds import write_meds_dataset
+from densefeat.methods import METHODS, get_method
+from densefeat.train import TrainConfig, parse_overrides, prepare_data, train
+from densefeat.train import checkpoint as ckpt_mod
+from densefeat.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+
+# Tiny models (d=16) collapse in a few steps by design of these tests; the warning is expected.
+pytestmark = pytest.mark.filterwarnings("ignore:.*representation collapse:RuntimeWarning")
+
+N_SUBJECTS = 48
+N_TRAIN = 40
+
+
+def _events(seed: int = 0) -> pl.DataFrame:
+    """Subjects of two kinds (codes A* or B*), each with ~5 years of monthly-ish events."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(1, N_SUBJECTS + 1):
+        kind = "A" if s % 2 else "B"
+        rows.append((s, None, f"SEX/{'F' if s % 3 else 'M'}", None))
+        rows.append((s, dt.datetime(1960 + s % 30, 1, 1), "MEDS_BIRTH", None))
+        day = dt.datetime(2010, 1, 1) + dt.timedelta(days=int(rng.integers(0, 60)))
+        for _ in range(int(rng.integers(30, 45))):
+            day += dt.timedelta(days=int(rng.integers(20, 70)))
+            code = (
+                f"{kind}{int(rng.integers(0, 6))}"
+                if rng.random() < 0.8
+                else f"C{rng.integers(0, 4)}"
+            )
+            value = float(rng.normal()) if code.startswith("C0") else None
+            rows.append((s, day, code, value))
+    return pl.DataFrame(
+        rows,
+        schema={
+            "subject_id": pl.Int64,
+            "time": pl.Datetime("us"),
+            "code": pl.Utf8,
+            "numeric_value": pl.Float32,
+        },
+        orient="row",
+    )
+
+
+@pytest.fixture(scope="module")
+def meds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    ids = list(range(1, N_SUBJECTS + 1))
+    splits = pl.DataFrame(
+        {"subject_id": ids, "split": ["train" if i <= N_TRAIN else "held_out" for i in ids]}
+    )
+    path = write_meds_dataset(root / "meds", _events(), dataset_name="toy", splits=splits)
+    # One label per training subject at the end of year 2, value = its kind.
+    labels = pl.DataFrame(
+        {
+            "subject_id": ids,
+            "prediction_time": [dt.datetime(2013, 1, 1)] * len(ids),
+            "boolean_value": [bool(i % 2) for i in ids],
+        },
+        schema={
+            "subject_id": pl.Int64,
+            "prediction_time": pl.Datetime("us"),
+            "boolean_value": pl.Boolean,
+        },
+    )
+    labels.write_parquet(root / "labels.parquet")
+    return path, root / "labels.parquet"
+
+
+def _tiny(**changes) -> TrainConfig:
+    base = dict(
+        d_model=16,
+        n_heads=2,
+        n_layers=1,
+        max_len=16,
+        proj_hidden=32,
+        proj_dim=16,
+        dropout=0.0,
+        min_code_subjects=1,
+        progress=False,
+        monitor_size=8,
+        monitor_every=2,
+        log_every=1,
+        checkpoint_every=100,
+        lr=3e-3,
+        warmup_steps=0,
+        device="cpu",
+    )
+    return TrainConfig(**{**base, **changes})
+
+
+def _rows(cfg: TrainConfig, meds) -> int:
+    data, labels = meds
+    _, d = prepare_data(cfg.replace(batch_size=2), data, labels)
+    return d.rows.height
+
+
+def _losses(run) -> list[float]:
+    import json
+
+    return [json.loads(line)["loss"] for line in (run / "stats.jsonl").read_text().splitlines()]
+
+
+# ---- methods ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [m for m in METHODS if m != "random"])
+def test_each_method_loss_goes_down(name, meds, tmp_path):
+    data, labels = meds
+    cfg = _tiny(method=name, max_steps=12)
+    # The whole training set as one batch: every step sees the same rows, so the loss is
+    # comparable from step to step.
+    cfg = cfg.replace(batch_size=_rows(cfg, meds))
+    train(cfg, data, tmp_path / "run", labels if name == "supervised" else None)
+    losses = _losses(tmp_path / "run")
+    assert len(losses) == 12 and all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 1e-3, losses
+
+
+def test_random_writes_untrained_checkpoint(meds, tmp_path):
+    data, _ = meds
+    path = train(_tiny(method="random"), data, tmp_path / "run")
+    weights, _, state = load_checkpoint(path)
+    assert state["step"] == 0 and any(k.startswith("encoder.") for k in weights)
+
+
+def test_registry_and_overrides():
+    assert set(METHODS) == {"dense", "simclr", "vicreg", "barlow", "masked", "supervised", "random"}
+    assert METHODS["supervised"].needs_labels and not METHODS["random"].trains
+    with pytest.raises(ValueError, match="nope"):
+        get_method("nope")
+    assert parse_overrides(["w_sub=0", "top_k=none", "amp=false", "lr=1e-2"]) == {
+        "w_sub": 0.0,
+        "top_k": None,
+        "amp": False,
+        "lr": 0.01,
+    }
+    with pytest.raises(ValueError, match="w_bogus"):
+        parse_overrides(["w_bogus=1"])
+    with pytest.raises(ValueError, match="batch_size"):
+        parse_overrides(["batch_size=abc"])
+
+
+def test_dense_ablation_changes_the_loss(meds, tmp_path):
+    data, _ = meds
+    cfg = _tiny(max_steps=1)
+    cfg = cfg.replace(batch_size=_rows(cfg, meds))
+    train(cfg, data, tmp_path / "full")
+    train(cfg.replace(w_sub=0.0), data, tmp_path / "nosub")
+    full, nosub = _losses(tmp_path / "full")[0], _losses(tmp_path / "nosub")[0]
+    assert full > nosub  # the subspace term is positive and is gone
+
+
+# ---- resume and checkpoints -------------------------------------------------------------------
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_equals_uninterrupted(meds, tmp_path):
+    data, _ = meds
+    # Dropout on and several batches per epoch: resume must restore data order and RNG.
+    cfg = _tiny(max_steps=6, batch_size=32, checkpoint_every=2, dropout=0.1, warmup_steps=2)
+    full = train(cfg, data, tmp_path / "a")
+
+    def stop(done: int) -> None:
+        if done == 3:  # killed after step 3; the latest checkpoint is step 2
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train(cfg, data, tmp_path / "b", on_step=stop)
+    assert latest_checkpoint(tmp_path / "b").name == "step-0000002"
+    resumed = train(cfg, data, tmp_path / "b", resume=True)
+    wa, wb = load_file(full / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    # A third, different run would differ: the comparison can fail.
+    other = train(cfg.replace(seed=1), data, tmp_path / "c")
+    wc = load_file(other / "model.safetensors")
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+    assert [r for r in _losses(tmp_path / "a")] == _losses(tmp_path / "b")
+
+
+@pytest.mark.parametrize("where", ["state", "pointer"])
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch, where):
+    weights = {"w": torch.ones(3)}
+    save_checkpoint(tmp_path, 1, weights, {"a": 1}, {"step": 1})
+
+    def boom(*args, **kwargs):
+        if where == "state":  # a partial file, then the process dies
+            with open(args[1], "wb") as f:
+                f.write(b"partial")
+        raise KeyboardInterrupt
+
+    target = "torch.save" if where == "state" else "_write_pointer"
+    if where == "state":
+        monkeypatch.setattr(ckpt_mod.torch, "save", boom)
+    else:
+        monkeypatch.setattr(ckpt_mod, target, boom)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, 2, {"w": torch.zeros(3)}, {"a": 2}, {"step": 2})
+    monkeypatch.undo()
+    path = latest_checkpoint(tmp_path)
+    w, _, state = load_checkpoint(path)
+    assert path.name == "step-0000001" and state["step"] == 1 and torch.equal(w["w"], weights["w"])
+    if where == "state":  # nothing half-written is left behind
+        assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+            "latest",
+            "step-0000001",
+        ]
+
+
+# ---- CLI --------------------------------------------------------------------------------------
+
+_TINY_SET = [
+    "--set",
+    "d_model=16",
+    "--set",
+    "n_heads=2",
+    "--set",
+    "n_layers=1",
+    "--set",
+    "max_len=16",
+    "--set",
+    "proj_hidden=32",
+    "--set",
+    "proj_dim=16",
+    "--set",
+    "min_code_subjects=1",
+    "--set",
+    "batch_size=32",
+    "--set",
+    "monitor_size=8",
+    "--set",
+    "device=cpu",
+]
+
+
+def test_cli_train_embed_analyze(meds, tmp_path, capsys):
+    data, labels = meds
+    run = tmp_path / "run"
+    args = [
+        "train",
+        "--data",
+        str(data),
+        "--method",
+        "dense",
+        "--out",
+        str(run),
+        "--max-steps",
+        "2",
+        "--no-progress",
+        *_TINY_SET,
+    ]
+    assert main(args) == 0
+    out = tmp_path / "emb.parquet"
+    assert main(["embed", "--run", str(run), "--data", str(data), "--out", str(out)]) == 0
+    table = pl.read_parquet(out)
+    assert table.height == N_SUBJECTS and table["subject_id"].n_unique() == N_SUBJECTS
+    assert table.columns[:4] == ["subject_id", "prediction_time", "split", "embedding"]
+    result = analyze_files(out)
+    assert result["n"] == N_SUBJECTS and result["d"] == 16
+    # With labels: one row per label row, at its prediction time.
+    out2 = tmp_path / "emb_labels.parquet"
+    assert (
+        main(
+            [
+                "embed",
+                "--run",
+                str(run),
+                "--data",
+                str(data),
+                "--labels",
+                str(labels),
+                "--out",
+                str(out2),
+            ]
+        )
+        == 0
+    )
+    t2 = pl.read_parquet(out2)
+    assert t2.height == N_SUBJECTS and "boolean_value" in t2.columns
+    # The labelled embedding at 2013 differs from the end-of-record one.
+    assert not np.allclose(
+        np.stack(t2["embedding"].to_list()), np.stack(table["embedding"].to_list())
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--method", "nope"], "unknown method 'nope'"),
+        (["--modality", "text"], "'text' is not yet supported"),
+        (["--modality", "audio"], "unknown modality 'audio'"),
+        (["--set", "w_bogus=1"], "w_bogus"),
+        (["--method", "supervised"], "needs --labels"),
+        (["--set", "batch_size=100000"], "too few training rows for batch_size 100000"),
+    ],
+)
+def test_cli_train_bad_input(meds, tmp_path, capsys, extra, message):
+    data, _ = meds
+    args = [
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "r"),
+        "--max-steps",
+        "1",
+        "--no-progress",
+        *_TINY_SET,
+        *extra,
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "densefeat train: error:" in err and message in err, err
+
+
+def test_cli_embed_bad_run(meds, tmp_path, capsys):
+    data, _ = meds
+    (tmp_path / "notarun").mkdir()
+    code = main(
+        [
+            "embed",
+            "--run",
+            str(tmp_path / "notarun"),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "e.parquet"),
+        ]
+    )
+    assert code == 2 and "not a densefeat run directory" in capsys.readouterr().err
+
+
+def test_resume_refuses_existing_run_without_flag(meds, tmp_path):
+    data, _ = meds
+    cfg = _tiny(max_steps=1, batch_size=32)
+    train(cfg, data, tmp_path / "r")
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(cfg, data, tmp_path / "r")
+
+
+# ---- distributed ------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, cfg: dict) -> None:
+    os.environ.update(
+        {
+            "WORLD_SIZE": str(world),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    try:
+        train(TrainConfig.from_dict(cfg), data, out)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_two_process_step_equals_single_process(meds, tmp_path):
+    data, _ = meds
+    # Adam with a large eps makes the update linear in the gradient, so equal weights mean
+    # equal gradients. With eps 1e-8, Adam maps gradients that are float noise around an exact
+    # zero (the projector's last bias under centred losses) to +-lr, whatever the noise.
+    cfg = _tiny(max_steps=1, batch_size=32, monitor_every=0, adam_eps=1.0, lr=1.0)
+    single = train(cfg, data, tmp_path / "single")
+    torch.multiprocessing.spawn(
+        _ddp_worker,
+        args=(2, _free_port(), str(data), str(tmp_path / "ddp"), cfg.to_dict()),
+        nprocs=2,
+        join=True,
+    )
+    ws = load_file(single / "model.safetensors")
+    wd = load_file(latest_checkpoint(tmp_path / "ddp") / "model.safetensors")
+    for k in ws:
+        # float32 sums in another order (per-rank partial moments): ~1e-6 of the weights.
+        torch.testing.assert_close(wd[k], ws[k], rtol=1e-4, atol=2e-5, msg=k)
+    assert _losses(tmp_path / "ddp")[0] == pytest.approx(_losses(tmp_path / "single")[0], rel=1e-5)
+    # The comparison can fail: the initial weights differ from the trained ones.
+    init = train(cfg.replace(method="random"), data, tmp_path / "init")
+    wi = load_file(init / "model.safetensors")
+    moved = max((wi[k] - ws[k]).abs().max().item() for k in wi)
+    assert moved > 50 * 2e-5, moved
