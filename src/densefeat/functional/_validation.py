@@ -26,7 +26,9 @@ def as_matrix(x: Any, name: str = "z", *, min_rows: int = 2, check_finite: bool 
         x: the (n, d) matrix.
         name: the argument name used in error messages.
         min_rows: smallest admissible n (2 for anything that centres).
-        check_finite: reject NaN/inf (costs a device sync on GPUs).
+        check_finite: reject NaN/inf. On CPU this raises ``ValueError`` naming the rows; on an
+            accelerator it is a device-side assert (no host sync), which raises a
+            ``RuntimeError`` with the same message when the device reaches it.
 
     Raises:
         ValueError: wrong rank, empty feature axis, too few rows, non-float dtype, or NaN/inf.
@@ -55,7 +57,11 @@ def as_matrix(x: Any, name: str = "z", *, min_rows: int = 2, check_finite: bool 
         raise ValueError(f"{name}: the feature dimension is empty (shape {tuple(x.shape)})")
     if n < min_rows:
         raise ValueError(f"{name}: need at least {min_rows} rows, got n={n}")
-    if check_finite and not bool(torch.isfinite(x).all()):
+    if check_finite and x.device.type != "cpu":
+        # On an accelerator a host-side check would stall every training step; a device-side
+        # assert fails the same call, as a RuntimeError carrying this message.
+        torch._assert_async(torch.isfinite(x).all(), f"{name}: contains NaN or inf")
+    elif check_finite and not bool(torch.isfinite(x).all()):
         bad = (~torch.isfinite(x)).any(dim=1).nonzero().flatten()
         first = bad[:5].tolist()
         raise ValueError(f"{name}: {bad.numel()} row(s) contain NaN or inf (first rows: {first})")

@@ -122,7 +122,8 @@ def _moments(za: Tensor, zb: Tensor | None, all_reduce: AllReduce | None) -> Mom
     flat = torch.cat(first)
     if all_reduce is not None:
         flat = all_reduce(flat)
-    n = round(float(flat[-1].detach()))
+    # The global row count needs the reduced value (one host sync); a single process knows it.
+    n = n_local if all_reduce is None else round(float(flat[-1].detach()))
     if n < 2:
         raise ValueError(f"need at least 2 rows in the (global) batch, got n={n}")
     mean_a = flat[:da] / n

@@ -72,11 +72,15 @@ def _ridge(c: Tensor) -> Tensor:
 
 def _cholesky(m: Tensor, what: str) -> Tensor:
     chol, info = torch.linalg.cholesky_ex(m)
-    if int(info) != 0:
-        raise ValueError(
-            f"{what}: Cholesky factorisation failed (matrix not positive definite; "
-            "the input probably contains NaN/inf or overflowed)"
-        )
+    message = (
+        f"{what}: Cholesky factorisation failed (matrix not positive definite; "
+        "the input probably contains NaN/inf or overflowed)"
+    )
+    if m.device.type != "cpu":
+        # Reading `info` on the host would stall the GPU every step: check on the device.
+        torch._assert_async(info == 0, message)
+    elif int(info) != 0:
+        raise ValueError(message)
     return chol
 
 
