@@ -1049,12 +1049,41 @@ def batch_slices(
     return batches[shard::n_shards]
 
 
-def batch_count(
-    n_rows: int, batch_size: int, *, drop_last: bool = False, rank: int = 0, world_size: int = 1
-) -> int:
-    """Number of batches :func:`batch_slices` gives one rank (before splitting by worker)."""
-    full = n_rows // batch_size if drop_last else math.ceil(n_rows / batch_size)
-    return len(range(rank, full, world_size))
+@dataclass
+class BatchOrder:
+    """The seeded order of one rank's batches over ``n_rows`` rows, epoch by epoch.
+
+    Shared by the batch iterables (:class:`HistoryBatches`, ``WindowPairBatches``): each holds
+    one and asks it for :meth:`slices` and its length.
+    """
+
+    n_rows: int
+    batch_size: int
+    shuffle: bool = True
+    seed: int = 0
+    drop_last: bool = False
+    rank: int = 0
+    world_size: int = 1
+    epoch: int = 0
+
+    def __len__(self) -> int:
+        """Batches one rank gets per epoch (before splitting between DataLoader workers)."""
+        n, b = self.n_rows, self.batch_size
+        full = n // b if self.drop_last else math.ceil(n / b)
+        return len(range(self.rank, full, self.world_size))
+
+    def slices(self) -> list[np.ndarray]:
+        """Row indices of this rank's (and DataLoader worker's) batches in this epoch."""
+        return batch_slices(
+            self.n_rows,
+            self.batch_size,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            epoch=self.epoch,
+            drop_last=self.drop_last,
+            rank=self.rank,
+            world_size=self.world_size,
+        )
 
 
 class HistoryBatches(torch.utils.data.IterableDataset):
@@ -1100,39 +1129,20 @@ class HistoryBatches(torch.utils.data.IterableDataset):
             col = rows[label_column]
             dtype = pl.Float32 if col.dtype == pl.Boolean else col.dtype
             self.labels = torch.from_numpy(col.cast(dtype).to_numpy().copy())
-        self.batch_size = batch_size
         self.max_len = max_len
-        self.shuffle = shuffle
-        self.seed = seed
-        self.drop_last = drop_last
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
+        self.order = BatchOrder(
+            self.subject_id.size, batch_size, shuffle, seed, drop_last, rank, world_size
+        )
 
     def set_epoch(self, epoch: int) -> None:
         """Use the order of ``epoch`` (as ``DistributedSampler.set_epoch``)."""
-        self.epoch = int(epoch)
+        self.order.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return batch_count(
-            self.subject_id.size,
-            self.batch_size,
-            drop_last=self.drop_last,
-            rank=self.rank,
-            world_size=self.world_size,
-        )
+        return len(self.order)
 
     def __iter__(self) -> Iterator[EventBatch | tuple[EventBatch, torch.Tensor]]:
-        for rows in batch_slices(
-            self.subject_id.size,
-            self.batch_size,
-            shuffle=self.shuffle,
-            seed=self.seed,
-            epoch=self.epoch,
-            drop_last=self.drop_last,
-            rank=self.rank,
-            world_size=self.world_size,
-        ):
+        for rows in self.order.slices():
             batch = self.store.gather(
                 self.subject_id[rows], self.prediction_time[rows], self.max_len
             )

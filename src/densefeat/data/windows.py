@@ -24,11 +24,10 @@ import torch
 from .history import (
     DEFAULT_MAX_LEN,
     US_PER_DAY,
+    BatchOrder,
     EventBatch,
     EventStore,
     _as_lazy,
-    batch_count,
-    batch_slices,
 )
 
 __all__ = [
@@ -254,37 +253,18 @@ class WindowPairBatches(torch.utils.data.IterableDataset):
             pairs = pairs.filter(pl.col("window") == window)
         self.store = store
         self.pairs = pairs
-        self.batch_size = batch_size
         self.max_len = max_len
-        self.shuffle = shuffle
-        self.seed = seed
-        self.drop_last = drop_last
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
+        self.order = BatchOrder(
+            pairs.height, batch_size, shuffle, seed, drop_last, rank, world_size
+        )
 
     def set_epoch(self, epoch: int) -> None:
         """Use the order of ``epoch``."""
-        self.epoch = int(epoch)
+        self.order.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return batch_count(
-            self.pairs.height,
-            self.batch_size,
-            drop_last=self.drop_last,
-            rank=self.rank,
-            world_size=self.world_size,
-        )
+        return len(self.order)
 
     def __iter__(self) -> Iterator[tuple[EventBatch, EventBatch]]:
-        for rows in batch_slices(
-            self.pairs.height,
-            self.batch_size,
-            shuffle=self.shuffle,
-            seed=self.seed,
-            epoch=self.epoch,
-            drop_last=self.drop_last,
-            rank=self.rank,
-            world_size=self.world_size,
-        ):
+        for rows in self.order.slices():
             yield pair_batches(self.store, self.pairs[rows], self.max_len)
