@@ -28,30 +28,18 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from _child import Measurement, run_child
+
 GIB = 2**30
-
-
-@dataclass
-class Measurement:
-    """One child process: its wall time, self-reported pass time and peak resident memory."""
-
-    name: str
-    seconds: float
-    peak_rss_bytes: int
-    returncode: int
-    pass_seconds: float | None = None
 
 
 def write_npy(path: Path, rows: int, dim: int, chunk_rows: int = 50_000, seed: int = 0) -> None:
@@ -75,21 +63,12 @@ def write_npy(path: Path, rows: int, dim: int, chunk_rows: int = 50_000, seed: i
             block.tofile(f)
 
 
-def measure(name: str, argv: list[str]) -> Measurement:
-    """Run ``argv`` as a child; wall time, peak RSS and a ``pass_seconds X`` line if printed."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-    # Children print at most a line or a table: it fits in the pipe, so waiting first is safe.
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-    assert proc.stdout is not None
-    pass_seconds = None
-    for line in proc.stdout.read().splitlines():
+def _pass_seconds(m: Measurement) -> float | None:
+    """The ``pass_seconds X`` line a pass worker prints, if any."""
+    for line in m.output.splitlines():
         if line.startswith("pass_seconds "):
-            pass_seconds = float(line.split()[1])
-    proc.stdout.close()
-    return Measurement(name, seconds, usage.ru_maxrss * 1024, proc.returncode, pass_seconds)
+            return float(line.split()[1])
+    return None
 
 
 def _mmap_chunks(path: str, chunk_rows: int) -> Iterator[np.ndarray]:
@@ -134,8 +113,9 @@ def report(rows: int, dim: int, runs: list[Measurement]) -> None:
         f"{'peak RSS GiB':>13} {'exit':>5}"
     )
     for m in runs:
-        pass_s = f"{m.pass_seconds:.1f}" if m.pass_seconds else "-"
-        rate = f"{rows / m.pass_seconds:,.0f}" if m.pass_seconds else "-"
+        seconds = _pass_seconds(m)
+        pass_s = f"{seconds:.1f}" if seconds else "-"
+        rate = f"{rows / seconds:,.0f}" if seconds else "-"
         print(
             f"{m.name:<22} {m.seconds:>8.1f} {pass_s:>8} {rate:>14} "
             f"{m.peak_rss_bytes / GIB:>13.3f} {m.returncode:>5}"
@@ -188,11 +168,11 @@ def main(argv: list[str] | None = None) -> int:
                     "--chunk-rows", str(chunk_rows)]  # fmt: skip
 
         runs = [
-            measure("import", [sys.executable, "-c", "import torch, densefeat.analyze"]),
-            measure("densefeat analyze", cli),
-            measure("isotropic_reference", [sys.executable, "-c", reference]),
-            measure("pass: buffered", worker("buffered")),
-            measure("pass: np.load mmap", worker("mmap")),
+            run_child("import", [sys.executable, "-c", "import torch, densefeat.analyze"]),
+            run_child("densefeat analyze", cli),
+            run_child("isotropic_reference", [sys.executable, "-c", reference]),
+            run_child("pass: buffered", worker("buffered")),
+            run_child("pass: np.load mmap", worker("mmap")),
         ]
         report(args.rows, args.dim, runs)
         print(f"chunk rows: {chunk_rows}; target: densefeat analyze peak RSS <= 1 GiB")

@@ -29,50 +29,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
+
+from _child import run_child
 
 GIB = 2**30
 MAX_LEN = 256
 BATCH = 256
-
-
-@dataclass
-class Measurement:
-    """One child process: wall seconds, peak RSS and what it reported on stdout."""
-
-    name: str
-    seconds: float
-    peak_rss_bytes: int
-    returncode: int
-    report: dict
-
-
-def run_child(name: str, argv: list[str]) -> Measurement:
-    """Run ``argv``, wait for it with ``os.wait4`` and parse its last JSON line (if any)."""
-    start = time.perf_counter()
-    with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        text = out.read().decode(errors="replace")
-    report = {}
-    for line in reversed(text.splitlines()):
-        if line.startswith("{"):
-            report = json.loads(line)
-            break
-    if proc.returncode != 0:
-        print(f"[{name}] failed with exit code {proc.returncode}:\n{text[-3000:]}", file=sys.stderr)
-    # ru_maxrss is in KiB on Linux.
-    return Measurement(name, seconds, usage.ru_maxrss * 1024, proc.returncode, report)
 
 
 # --------------------------------------------------------------------------------------------
