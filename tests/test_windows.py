@@ -64,6 +64,29 @@ def test_periodic_cuts_first_event_anchor(store):
     assert twelve_hours["time"][0] == D(2010, 1, 1, 12)
 
 
+def test_periodic_cuts_start_at_the_record_not_at_birth():
+    # A birth decades before the record must not anchor the grid: window 1 is the first
+    # period after the first clinical event (else 12-hour windows of an ICU stay would be
+    # counted from birth, tens of thousands of cuts per subject).
+    events = pl.concat(
+        [
+            _events(),
+            pl.DataFrame(
+                {"subject_id": [1], "time": [D(1950, 5, 5)], "code": ["MEDS_BIRTH"]},
+                schema={"subject_id": pl.Int64, "time": pl.Datetime("us"), "code": pl.Utf8},
+            ),
+        ]
+    )
+    builder = HistoryBuilder.fit(events, split=None, min_subjects=1, max_len=8)
+    store = builder.encode(events)
+    assert store.birth_known[store.index_of(np.array([1]))][0]
+    one = periodic_cuts(store, 365, subjects=[1])
+    start = D(2010, 1, 1)
+    assert one["time"].to_list() == [start + dt.timedelta(days=365 * k) for k in (1, 2, 3)]
+    cal = periodic_cuts(store, 365, anchor="calendar", origin=D(2009, 1, 1), subjects=[1])
+    assert cal["time"][0] >= start
+
+
 def test_periodic_cuts_calendar_anchor(store):
     cuts = periodic_cuts(store, 365, anchor="calendar", origin=D(2009, 1, 1), subjects=[1])
     origin = D(2009, 1, 1)

@@ -18,9 +18,11 @@ from . import __version__
 #: should not pay for torch.
 SUBCOMMANDS = {
     "analyze": ("densefeat.analyze", "geometry diagnostics of embedding files"),
+    "benchmark": ("densefeat.benchmark_cmd", "train every method, evaluate, write the report"),
     "convert": ("densefeat.convert", "convert OMOP, FHIR or the default dataset to MEDS"),
     "demo": ("densefeat.demo", "run the built-in demonstration on the default data"),
     "embed": ("densefeat.embed_cmd", "embed a MEDS dataset with a trained run's encoder"),
+    "probe": ("densefeat.probe_cmd", "linear-probe AUROC/AUPRC of embeddings on labels"),
     "tasks": ("densefeat.tasks", "build and describe the task labels of a MEDS dataset"),
     "train": ("densefeat.train_cmd", "train an encoder with a dense or baseline method"),
 }

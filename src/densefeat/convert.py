@@ -1,8 +1,11 @@
-"""``densefeat convert``: OMOP, FHIR or the default dataset (Eunomia) to a MEDS directory.
+"""``densefeat convert``: OMOP, FHIR, PhysioNet 2019 or the default dataset (Eunomia) to MEDS.
 
     densefeat convert omop SRC --out DIR      OMOP CDM: CSV/parquet directory, zip, DuckDB file
     densefeat convert eunomia [--out DIR]     the default dataset (cached when --out is omitted)
     densefeat convert fhir SRC --out DIR      FHIR bulk export (ndjson / ndjson.gz)
+    densefeat convert physionet2019 SRC --out DIR
+                                              PhysioNet/CinC 2019 sepsis .psv files (directory or
+                                              tar archive); also writes DIR/labels/<task>.parquet
 
 Every output is written atomically: on failure nothing is left at DIR. Errors in the input
 (``ValueError``/``FileNotFoundError``) become ``densefeat convert: error: ...`` and exit 2.
@@ -44,6 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fhir = sub.add_parser("fhir", help="FHIR bulk export, ndjson or ndjson.gz files")
     fhir.add_argument("src", type=Path, help="directory of FHIR bulk-export ndjson(.gz) files")
     _common(fhir)
+    physionet = sub.add_parser(
+        "physionet2019",
+        help="PhysioNet/CinC 2019 sepsis challenge .psv files, with sepsis and ICU-stay tasks",
+    )
+    physionet.add_argument(
+        "src", type=Path, help="directory of .psv files, one .psv file, or a .tar(.gz/.xz) of them"
+    )
+    _common(physionet)
 
 
 def _summary(out: Path, subjects: int, events: int, seconds: float) -> str:
@@ -119,6 +130,29 @@ def _run_fhir(src: Path, args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_physionet2019(src: Path, args: argparse.Namespace) -> int:
+    from .data.physionet2019 import TASKS, convert_physionet2019
+
+    report = convert_physionet2019(
+        src, args.out, dataset_name=args.name or "physionet2019", seed=args.seed,
+        overwrite=args.overwrite,
+    )  # fmt: skip
+    print(_summary(args.out, report.files, report.events, report.seconds))
+    print(
+        f"  {report.files:,} .psv files, {report.rows:,} hourly rows -> "
+        f"{report.measured_events:,} measured values (read in {report.read_seconds:.2f} s)"
+    )
+    for task, counts in report.task_counts.items():
+        n = counts["positive"] + counts["negative"]
+        share = counts["positive"] / n if n else float("nan")
+        print(
+            f"  labels/{task}.parquet: {n:,} labels, {counts['positive']:,} positive "
+            f"({share:.1%}); excluded {counts['prevalent']:,} prevalent, "
+            f"{counts['censored']:,} censored  [{TASKS[task]}]"
+        )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``densefeat convert``; returns the exit code."""
     if args.source == "omop":
@@ -127,4 +161,6 @@ def run(args: argparse.Namespace) -> int:
         return _run_eunomia(args)
     if args.source == "fhir":
         return _run_fhir(args.src, args)
+    if args.source == "physionet2019":
+        return _run_physionet2019(args.src, args)
     raise ValueError(f"unknown source {args.source!r}")  # pragma: no cover - argparse checks

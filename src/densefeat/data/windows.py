@@ -75,10 +75,13 @@ def periodic_cuts(
     Args:
         store: the encoded events.
         every: the period; 365 days (EHR) by default, ``timedelta(hours=12)`` for ICU stays.
-        anchor: ``"first_event"``: cuts at ``first + k * every`` for ``k >= 1`` (each subject's
-            own clock; window ``k`` is the k-th period of the record). ``"calendar"``: cuts at
-            ``origin + k * every`` (the same calendar times for everyone; window ``k`` is the
-            calendar period), from the first one at or after the subject's first event.
+        anchor: ``"first_event"``: cuts at ``first + k * every`` for ``k >= 1``, ``first`` the
+            subject's first timed event other than its ``MEDS_BIRTH`` (each subject's own
+            clock; window ``k`` is the k-th period of the record, not of life: anchored at
+            the birth, yearly windows would be years of age and 12-hour windows of an ICU stay
+            would start decades before it). ``"calendar"``: cuts at ``origin + k * every``
+            (the same calendar times for everyone; window ``k`` is the calendar period), from
+            the first one at or after that first event.
         origin: the calendar grid's origin (``anchor="calendar"``); 1970-01-01 by default.
         subjects: only these subjects; None for all.
 
@@ -94,7 +97,7 @@ def periodic_cuts(
         else store.index_of(np.asarray(subjects, dtype=np.int64))
     )
     idx = idx[store.end[idx] > store.start[idx]]
-    first, last = store.first_time()[idx], store.last_time()[idx]
+    first, last = _first_clinical_time(store, idx), store.last_time()[idx]
     if anchor == "first_event":
         base = first
         k_lo = np.ones_like(first)
@@ -117,6 +120,17 @@ def periodic_cuts(
             "time": pl.Series(base[rows] + k * period, dtype=pl.Int64).cast(pl.Datetime("us")),
         }
     )
+
+
+def _first_clinical_time(store: EventStore, idx: np.ndarray) -> np.ndarray:
+    """Time of each subject's first timed event after its birth event (if it has one).
+
+    The birth is the first timed event of a subject whose birth is known; skip it when the
+    subject has any other event (a record of only a birth keeps the birth time).
+    """
+    start, end = store.start[idx], store.end[idx]
+    skip = store.birth_known[idx] & (store.time[start] == store.birth[idx]) & (end - start > 1)
+    return store.time[start + skip.astype(np.int64)]
 
 
 def _datetime_us(value: _dt.datetime) -> int:

@@ -1,0 +1,151 @@
+"""What a benchmark runs: methods, ablations, seeds, budget, evaluation settings.
+
+Every method gets the same encoder, the same window pairs (or labelled rows for
+``supervised``), the same optimizer steps x batch size ("budget", DESIGN.md Baselines) and the
+same evaluation rows. Ablations are methods with one term switched off through the same
+``--set``-style config overrides a user would type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..methods import METHODS
+
+__all__ = [
+    "ABLATIONS",
+    "DEFAULT_METHODS",
+    "PERTURBATIONS",
+    "BenchmarkConfig",
+    "RunSpec",
+    "fingerprint",
+]
+
+#: The comparison's methods, in the order of the table (DESIGN.md Baselines).
+DEFAULT_METHODS = ("dense", "simclr", "vicreg", "barlow", "masked", "supervised", "random")
+
+#: Ablation name -> (method, config overrides). Each dense term off in turn, and VICReg
+#: without its invariance term (what is left is variance + covariance on each view alone:
+#: the "no pairing" control of the dense subspace term).
+ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "dense-no_spec": ("dense", {"w_spec": 0.0}),
+    "dense-no_orth": ("dense", {"w_orth": 0.0}),
+    "dense-no_sub": ("dense", {"w_sub": 0.0}),
+    "vicreg-no_inv": ("vicreg", {"vicreg_sim": 0.0}),
+}
+
+#: Test-time perturbations of the EHR modality and their levels (DESIGN.md Robustness):
+#: event dropout fractions, time jitter in days (+-1 day; ICU data: +-1 hour), code noise.
+PERTURBATIONS: tuple[tuple[str, float], ...] = (
+    ("event_dropout", 0.1),
+    ("event_dropout", 0.3),
+    ("event_dropout", 0.5),
+    ("time_jitter", 1.0),
+    ("code_noise", 0.1),
+)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of the benchmark.
+
+    Attributes:
+        name: table row (a method or ablation name).
+        method: the registry method.
+        seed: the run's seed (initialisation, data order, dropout).
+        overrides: config overrides on top of the benchmark's (an ablation's term weights).
+    """
+
+    name: str
+    method: str
+    seed: int
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """A file-name-safe id: ``<name>/seed<seed>``."""
+        return f"{self.name}/seed{self.seed}"
+
+
+@dataclass
+class BenchmarkConfig:
+    """Settings of one benchmark.
+
+    Attributes:
+        methods: methods to train (rows of the table, in order).
+        ablations: names of :data:`ABLATIONS` to add after the methods.
+        seeds: number of seeds per method (seeds 0 .. seeds - 1).
+        budget: optimizer steps per run (the same for every method).
+        train: TrainConfig overrides shared by every run (``batch_size``, ``max_len``, ...).
+        k: subspace dimension of every subspace distance.
+        max_eval_times: cap on the evaluation prediction times (see
+            :mod:`densefeat.benchmark.rows`); 0 for no cap.
+        kshots: k-shot sizes (per class) of the probes.
+        draws: draws per k-shot size.
+        bootstrap: patient-level bootstrap resamples of every CI.
+        perturbations: ``(name, level)`` test-time perturbations.
+        jitter_days: the time-jitter scale: 1 day (EHR) or 1/24 (ICU hours).
+        supervised_task: the task whose training labels ``supervised`` trains on (default: the
+            first task).
+        tasks: only these tasks (default: all).
+        scale: ``"full"`` or ``"smoke"`` (the demo; the report says so).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    """
+
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    ablations: tuple[str, ...] = tuple(ABLATIONS)
+    seeds: int = 3
+    budget: int = 250
+    train: dict[str, Any] = field(default_factory=dict)
+    k: int = 16
+    max_eval_times: int = 20_000
+    kshots: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
+    draws: int = 5
+    bootstrap: int = 1000
+    perturbations: tuple[tuple[str, float], ...] = PERTURBATIONS
+    jitter_days: float = 1.0
+    supervised_task: str | None = None
+    tasks: tuple[str, ...] | None = None
+    scale: str = "full"
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"--methods: unknown method(s) {unknown}; choose from {list(METHODS)}")
+        bad = [a for a in self.ablations if a not in ABLATIONS]
+        if bad:
+            raise ValueError(f"unknown ablation(s) {bad}; choose from {list(ABLATIONS)}")
+        if not self.methods:
+            raise ValueError("--methods: at least one method")
+        for name in ("seeds", "budget", "k", "draws", "bootstrap"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_eval_times < 0:
+            raise ValueError(f"max_eval_times must be >= 0, got {self.max_eval_times}")
+        if self.scale not in ("full", "smoke"):
+            raise ValueError(f"scale must be 'full' or 'smoke', got {self.scale!r}")
+
+    def runs(self) -> list[RunSpec]:
+        """Every training run, methods first then ablations, seed-major within a name."""
+        specs = [RunSpec(m, m, s) for m in self.methods for s in range(self.seeds)]
+        for name in self.ablations:
+            method, overrides = ABLATIONS[name]
+            specs += [
+                RunSpec(name, method, s, tuple(sorted(overrides.items())))
+                for s in range(self.seeds)
+            ]
+        return specs
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able settings."""
+        return asdict(self)
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts (what a cached result was computed from)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()

@@ -1,0 +1,72 @@
+"""Geometry records of the benchmark: measured spectra beside the isotropic reference."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..functional import geometry, isotropic_reference
+
+__all__ = ["geometry_record", "reference_record", "training_curve"]
+
+
+def _finite_or_none(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def geometry_record(z: np.ndarray) -> dict[str, Any]:
+    """The metrics of ``z`` that the results keep (DESIGN.md names), JSON-safe."""
+    g = geometry(z)
+    eig = np.asarray(g["eigenvalues"], dtype=np.float64)
+    total = eig.sum()
+    return {
+        "n": int(g["n"]),
+        "d": int(g["d"]),
+        "effective_rank": float(g["effective_rank"]),
+        "effective_rank_eig": float(g["effective_rank_eig"]),
+        "rankme": float(g["rankme"]),
+        "condition_number": _finite_or_none(g["condition_number"]),
+        "condition_number_reason": g["condition_number_reason"],
+        "condition_number_k": _finite_or_none(g["condition_number_k"]),
+        "k": int(g["condition_number_k_at"]),
+        # Normalised (sum 1) so spectra of different scales and the reference overlay.
+        "eigenvalues": (eig / total if total > 0 else eig).tolist(),
+    }
+
+
+def reference_record(n: int, d: int, k: int) -> dict[str, Any]:
+    """The isotropic Gaussian reference of shape (n, d) (chance distance at ``k``)."""
+    ref = isotropic_reference(n, d, k=k)
+    return {
+        "n": n,
+        "d": d,
+        "effective_rank": float(ref["effective_rank"]),
+        "effective_rank_eig": float(ref["effective_rank_eig"]),
+        "condition_number": float(ref["condition_number"]),
+        "condition_number_k": float(ref["condition_number_k"]),
+        "eigenvalues": [float(x) for x in ref["eigenvalues"]],
+    }
+
+
+def training_curve(run_dir: Path) -> dict[str, Any]:
+    """Steps, loss and the monitoring batch's effective rank (and its row count ``n``) from a
+    run's ``stats.jsonl``."""
+    steps, ranks, losses, n = [], [], [], None
+    path = Path(run_dir) / "stats.jsonl"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            mon = rec.get("monitor")
+            if mon and "effective_rank" in mon:
+                steps.append(int(rec["step"]))
+                n = mon.get("n", n)
+                ranks.append(float(mon["effective_rank"]))
+                loss = rec.get("loss")
+                losses.append(None if loss is None else float(loss))
+    return {"step": steps, "effective_rank": ranks, "loss": losses, "n": n}

@@ -1,0 +1,172 @@
+"""The summary table and the primary-endpoint comparison of a benchmark.
+
+Primary endpoints (DESIGN.md, declared before running): the linear-probe AUROC, macro-averaged
+over tasks (all shots, raw embeddings), and its drop under the test-time perturbations
+(macro over tasks and perturbations). ``dense`` is compared with the best *baseline* on each
+endpoint: every other method of the table except dense's own ablations and the untrained
+encoder, plus the count-features baseline. The difference ``dense - best`` gets a paired,
+patient-level bootstrap CI: one resample of held-out subjects is drawn and applied to every
+task, method and seed, the per-resample macro AUROCs are averaged over seeds, and the 2.5 /
+97.5 percentiles of the differences are the CI.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .config import ABLATIONS
+
+__all__ = ["compare", "summary_table"]
+
+#: Not baselines for the comparison: the untrained encoder is a control.
+_CONTROLS = ("random",)
+
+
+def _mean(xs: Sequence[float | None]) -> float | None:
+    vals = [x for x in xs if x is not None]
+    if not vals or len(vals) < len(xs):
+        return None
+    return float(np.mean(vals))
+
+
+def _sd(xs: Sequence[float | None]) -> float | None:
+    vals = [x for x in xs if x is not None]
+    return float(np.std(vals, ddof=1)) if len(vals) >= 2 else None
+
+
+def _by(records: list[dict], *keys: str) -> dict[tuple, list[dict]]:
+    out: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        out[tuple(r[k] for k in keys)].append(r)
+    return out
+
+
+def macro_auroc(probes: list[dict]) -> dict[tuple[str, int], float]:
+    """(method, seed) -> mean AUROC over tasks (all shots, raw embeddings)."""
+    full = [p for p in probes if p["k"] == "all" and p["embedding"] == "raw"]
+    return {
+        key: float(np.mean([p["auroc"] for p in rs]))
+        for key, rs in _by(full, "method", "seed").items()
+    }
+
+
+def macro_drop(robustness: list[dict]) -> dict[tuple[str, int], float]:
+    """(method, seed) -> mean AUROC drop over tasks and perturbations."""
+    return {
+        key: float(np.mean([r["auroc_drop"] for r in rs]))
+        for key, rs in _by(robustness, "method", "seed").items()
+    }
+
+
+def summary_table(results: Mapping[str, Any], names: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per method/ablation (and count features): means over seeds."""
+    geo = _by([g for g in results["geometry"] if g["output"] == "backbone"], "method")
+    temporal = _by(results["temporal"], "method", "seed")
+    auroc = macro_auroc(results["probes"])
+    drop = macro_drop(results["robustness"])
+    align = _by([a for a in results["alignment"] if a["kind"] == "seeds"], "method")
+    rows = []
+    for name in names:
+        g = geo.get((name,), [])
+        seeds = sorted({r["seed"] for r in g} | {s for (m, s) in auroc if m == name})
+        t = [
+            float(np.mean([r["subspace_distance"] for r in temporal[(name, s)]]))
+            for s in seeds
+            if (name, s) in temporal
+        ]
+        a = [auroc[(name, s)] for s in seeds if (name, s) in auroc]
+        dr = [drop[(name, s)] for s in seeds if (name, s) in drop]
+        rows.append(
+            {
+                "method": name,
+                "n_seeds": len(seeds),
+                "effective_rank": _mean([r["effective_rank"] for r in g]) if g else None,
+                "effective_rank_sd": _sd([r["effective_rank"] for r in g]),
+                "condition_number": _mean([r["condition_number"] for r in g]) if g else None,
+                "condition_number_reason": next(
+                    (r["condition_number_reason"] for r in g if r["condition_number"] is None),
+                    None,
+                ),
+                "condition_number_k": _mean([r["condition_number_k"] for r in g]) if g else None,
+                "temporal_subspace_distance": float(np.mean(t)) if t else None,
+                "probe_auroc": float(np.mean(a)) if a else None,
+                "probe_auroc_sd": _sd(a),
+                "robustness_drop": float(np.mean(dr)) if dr else None,
+                "seed_alignment_cka": _mean(
+                    [r["linear_cka_debiased"] for r in align.get((name,), [])]
+                )
+                if align.get((name,))
+                else None,
+            }
+        )
+    return rows
+
+
+def _baselines(names: Sequence[str]) -> list[str]:
+    return [n for n in names if n != "dense" and n not in ABLATIONS and n not in _CONTROLS]
+
+
+def compare(
+    values: Mapping[tuple[str, int], float],
+    resampled: Callable[[str], np.ndarray | None],
+    names: Sequence[str],
+    *,
+    lower_is_better: bool = False,
+) -> dict[str, Any] | None:
+    """dense against the best baseline on one endpoint.
+
+    Args:
+        values: (method, seed) -> the endpoint's point estimate.
+        resampled: method -> (B,) the seed-averaged endpoint on each shared bootstrap resample
+            (None when it cannot be computed).
+        names: candidate methods (table order).
+        lower_is_better: the robustness drop is better when lower.
+
+    Returns:
+        the comparison record, or None without dense or baselines.
+    """
+    grouped: dict[str, list[float]] = defaultdict(list)
+    for (m, _), v in values.items():
+        grouped[m].append(v)
+    means = {m: float(np.mean(vs)) for m, vs in grouped.items()}
+    cands = [m for m in _baselines(names) if m in means]
+    if "dense" not in means or not cands:
+        return None
+    pick = min if lower_is_better else max
+    best = pick(cands, key=lambda m: means[m])
+    diff = means["dense"] - means[best]
+    ra, rb = resampled("dense"), resampled(best)
+    ci = None
+    if ra is not None and rb is not None:
+        d = ra - rb
+        d = d[np.isfinite(d)]
+        if d.size:
+            ci = [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))]
+    wins = diff < 0 if lower_is_better else diff > 0
+    significant = ci is not None and (ci[1] < 0 or ci[0] > 0)
+    return {
+        "dense": means["dense"],
+        "best_baseline": best,
+        "best_baseline_value": means[best],
+        "difference": diff,
+        "difference_ci": ci,
+        "dense_wins": bool(wins),
+        "significant": bool(significant),
+        "lower_is_better": lower_is_better,
+    }
+
+
+def seed_pairs(seeds: Sequence[int]) -> list[tuple[int, int]]:
+    """All unordered pairs of seeds."""
+    return list(itertools.combinations(sorted(seeds), 2))
+
+
+def finite(x: float | None) -> float | None:
+    """None for NaN/inf (JSON has neither)."""
+    return None if x is None or not math.isfinite(x) else float(x)

@@ -1,0 +1,45 @@
+"""Evaluation of frozen embeddings: linear probes, robustness, temporal stability, alignment.
+
+* :mod:`~densefeat.eval.probe`: EHRSHOT-style linear probes (full data and k-shot) and
+  whitening; needs scikit-learn (the ``eval`` extra).
+* :mod:`~densefeat.eval.bootstrap`: vectorised patient-level bootstrap of AUROC / AUPRC and
+  paired differences.
+* :mod:`~densefeat.eval.perturb`, :mod:`~densefeat.eval.robustness`: test-time perturbations
+  and embedding drift.
+* :mod:`~densefeat.eval.temporal`: temporal stability with its no-drift floor; seed alignment.
+
+Names are imported lazily, so ``import densefeat.eval`` does not import scikit-learn.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "LinearProbe": "probe",
+    "kshot_probe": "probe",
+    "probe_split": "probe",
+    "probe_task": "probe",
+    "probe_multilabel": "probe",
+    "whiten": "probe",
+    "bootstrap_ci": "bootstrap",
+    "paired_bootstrap_difference": "bootstrap",
+    "weighted_auroc": "bootstrap",
+    "weighted_average_precision": "bootstrap",
+    "embed_perturbed": "robustness",
+    "embedding_drift": "robustness",
+    "robustness_sweep": "robustness",
+    "PERTURBATIONS": "perturb",
+    "perturb": "perturb",
+    "seed_alignment": "temporal",
+    "temporal_stability": "temporal",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'densefeat.eval' has no attribute {name!r}")
+    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -1,0 +1,360 @@
+"""Temporal stability of an encoder, its no-drift floor and chance level; seed alignment.
+
+**Temporal stability** (DESIGN.md): the same held-out subjects are embedded at the two
+cut-offs ``t_i < t_{i+1}`` of adjacent windows (:func:`densefeat.data.windows.window_pairs`,
+cut-offs from :func:`~densefeat.data.windows.periodic_cuts`: yearly for EHR, every 12 hours for
+ICU stays) and, window by window,
+
+    D_i = subspace_distance(Z(t_i), Z(t_{i+1}), k) = sqrt(1 - ||U_t^T U_{t+1}||_F^2 / k),
+
+the sample-space distance of the top-k left singular subspaces (rows pair up: one subject per
+row). ``temporal_stability = mean_i D_i`` over the windows that have at least ``min_rows``
+subjects; lower is more stable. Beside each ``D_i``:
+
+* **chance** ``= sqrt(1 - k/(n - 1))``: the expected distance of two unrelated k-dim subspaces
+  of the n - 1 dimensional centred sample space (what an encoder whose embeddings at
+  ``t_{i+1}`` have nothing to do with those at ``t_i`` scores);
+* **no-drift floor** ("the same window split in two halves"): the events of the later window,
+  those in ``(t_i, t_{i+1}]``, are numbered in time order and split alternately into halves
+  ``A`` (1st, 3rd, ...) and ``B`` (2nd, 4th, ...). Each subject is embedded twice at the
+  same cut-off ``t_{i+1}``: once with its history up to ``t_i`` plus ``A``, once with it plus
+  ``B``; ``floor_i = subspace_distance(Z_A, Z_B, k)``. No time passes between the two
+  views and both see the same history and the same amount of the window, so ``floor_i`` is
+  the distance that within-window event sampling and finite n alone produce. ``D_i`` near
+  ``floor_i`` means the subspace moves between windows no more than it moves between two
+  halves of one window (no measurable drift); ``D_i`` well above it is drift (of the patients
+  or of the encoder's reading of time).
+
+Exactness of the views: each half-view is the history at ``t_{i+1}`` of a record without the
+other half's events, truncated to the last ``max_len`` events like any gathered batch (the
+batch is gathered with enough extra positions that dropping one half never leaves fewer
+events than a gather would). ``delta_t`` of an event whose predecessor was removed becomes the
+gap to its nearest kept predecessor (:func:`densefeat.data.views.keep_events`). A subject with
+a single event in the window has ``B`` empty: its ``B`` view is its history at ``t_i`` seen
+from ``t_{i+1}``.
+
+**Seed alignment** (:func:`seed_alignment`): two runs (seeds) of one method on the same rows,
+compared by the sample-space subspace distance, debiased linear CKA and the principal angles
+between their top-k left singular subspaces.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+
+from ..data.history import DEFAULT_MAX_LEN, EventBatch, EventStore
+from ..data.views import keep_events
+from ..data.windows import periodic_cuts, window_pairs
+from ..functional import (
+    chance_subspace_distance,
+    linear_cka_debiased,
+    principal_angles,
+    subspace_distance,
+)
+from ..models.ehr import event_times
+from .robustness import embed_batches
+
+__all__ = [
+    "half_window_views",
+    "seed_alignment",
+    "temporal_stability",
+    "window_embeddings",
+    "window_records",
+]
+
+
+def _pair_arrays(pairs: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    for name in ("subject_id", "window", "time_t", "time_t1"):
+        if name not in pairs.columns:
+            raise ValueError(f"pairs: missing column {name!r} (a window_pairs table is expected)")
+    sid = pairs["subject_id"].cast(pl.Int64).to_numpy()
+    t = pairs["time_t"].cast(pl.Datetime("us")).cast(pl.Int64).to_numpy()
+    t1 = pairs["time_t1"].cast(pl.Datetime("us")).cast(pl.Int64).to_numpy()
+    if (t1 <= t).any():
+        raise ValueError("pairs: time_t1 must be later than time_t in every row")
+    return sid, t, t1
+
+
+def _truncate(batch: EventBatch, max_len: int) -> EventBatch:
+    """The last ``max_len`` positions (the most recent events of a left-padded batch)."""
+    if batch.seq_len <= max_len:
+        return batch
+    cut = {name: getattr(batch, name)[:, -max_len:] for name in EventBatch.SEQUENCE_FIELDS}
+    return replace(batch, **cut)
+
+
+def half_window_views(
+    store: EventStore,
+    subject_id: np.ndarray,
+    time_t: np.ndarray,
+    time_t1: np.ndarray,
+    max_len: int = DEFAULT_MAX_LEN,
+) -> tuple[EventBatch, EventBatch]:
+    """The two half-window views of rows ``(subject_id, t, t1)`` at cut-off ``t1``.
+
+    Events in ``(t, t1]`` (exact int64 times, :func:`densefeat.models.ehr.event_times`) are
+    numbered 0, 1, ... in time order; view A drops the odd ones, view B the even ones; events
+    at or before ``t`` are in both. See the module docstring.
+
+    Args:
+        store: the encoded events.
+        subject_id, time_t, time_t1: (B,) int64 arrays (microseconds), ``t < t1``.
+        max_len: L of the returned batches.
+
+    Returns:
+        ``(batch_a, batch_b)``, valid batches with prediction time ``t1`` and ``L = max_len``.
+    """
+    sid = np.asarray(subject_id, dtype=np.int64)
+    t = np.asarray(time_t, dtype=np.int64)
+    t1 = np.asarray(time_t1, dtype=np.int64)
+    idx = store.index_of(sid)
+    n_new = store.count_at_or_before(idx, t1) - store.count_at_or_before(idx, t)
+    extra = int(((n_new + 1) // 2).max()) if n_new.size else 0
+    batch = store.gather(sid, t1, max_len + extra)
+    times = event_times(store, batch)
+    new = batch.mask & (times > torch.from_numpy(t.copy())[:, None])
+    rank = torch.cumsum(new.to(torch.int64), dim=1) - 1
+    in_a = new & (rank % 2 == 0)
+    in_b = new & (rank % 2 == 1)
+    view_a = _truncate(keep_events(batch, batch.mask & ~in_b), max_len)
+    view_b = _truncate(keep_events(batch, batch.mask & ~in_a), max_len)
+    return view_a.validate(), view_b.validate()
+
+
+def window_embeddings(
+    encoder: nn.Module,
+    store: EventStore,
+    pairs: pl.DataFrame,
+    *,
+    max_len: int = DEFAULT_MAX_LEN,
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+) -> dict[str, np.ndarray]:
+    """Embeddings of every pair row: at ``t``, at ``t1``, and the two half-window views.
+
+    Args:
+        encoder: the (frozen) encoder; put in eval mode for the passes.
+        store: the encoded events.
+        pairs: a :func:`~densefeat.data.windows.window_pairs` table.
+        max_len: L.
+        batch_size: rows per encoder pass.
+        device: where the encoder runs.
+
+    Returns:
+        ``{"z_t", "z_t1", "z_a", "z_b"}``, each (n_pairs, d) float32 in the order of ``pairs``.
+    """
+    sid, t, t1 = _pair_arrays(pairs)
+    common = {"batch_size": batch_size, "device": device}
+    z_t = embed_batches(encoder, store, sid, t, max_len, **common)[0]
+    z_t1 = embed_batches(encoder, store, sid, t1, max_len, **common)[0]
+    halves: dict[str, list[np.ndarray]] = {"a": [], "b": []}
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            for lo in range(0, sid.size, batch_size):
+                sl = slice(lo, lo + batch_size)
+                views = half_window_views(store, sid[sl], t[sl], t1[sl], max_len)
+                for key, view in zip("ab", views, strict=True):
+                    halves[key].append(encoder(view.to(device)).float().cpu().numpy())
+    finally:
+        encoder.train(was_training)
+
+    def stack(parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.zeros_like(z_t)
+
+    return {"z_t": z_t, "z_t1": z_t1, "z_a": stack(halves["a"]), "z_b": stack(halves["b"])}
+
+
+def _label(pairs: pl.DataFrame, window: int) -> str:
+    """``"2012-01-01 -> 2013-01-01"`` when all rows share their cut-offs, else ``"w3 -> w4"``."""
+    times = pairs.select("time_t", "time_t1").unique()
+    if times.height == 1:
+        t, t1 = times.row(0)
+
+        def fmt(x: _dt.datetime) -> str:
+            return (
+                x.isoformat(sep=" ")
+                if (x.hour, x.minute, x.second) != (0, 0, 0)
+                else (x.date().isoformat())
+            )
+
+        return f"{fmt(t)} -> {fmt(t1)}"
+    return f"w{window} -> w{window + 1}"
+
+
+def window_records(
+    pairs: pl.DataFrame,
+    embeddings: dict[str, np.ndarray],
+    k: int = 16,
+    min_rows: int | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, int]]]:
+    """Per-window distance, floor and chance from :func:`window_embeddings`' output.
+
+    Args:
+        pairs: the pair table the embeddings were computed on (same order).
+        embeddings: ``{"z_t", "z_t1", "z_a", "z_b"}``.
+        k: subspace dimension.
+        min_rows: least number of subjects for a window to be scored (default ``4 k``: the
+            distance of a k-dim subspace estimated from barely more than k rows is mostly
+            noise).
+
+    Returns:
+        ``(records, skipped)``: records ``{"window", "label", "n", "k", "subspace_distance",
+        "floor", "chance"}`` by window, and ``{"window", "n"}`` of windows with too few rows.
+    """
+    min_rows = 4 * k if min_rows is None else int(min_rows)
+    if min_rows < k + 2:
+        raise ValueError(f"min_rows must be >= k + 2 = {k + 2}, got {min_rows}")
+    window = pairs["window"].cast(pl.Int64).to_numpy()
+    if any(z.shape[0] != window.size for z in embeddings.values()):
+        raise ValueError("embeddings and pairs differ in their number of rows")
+    records, skipped = [], []
+    for w in np.unique(window):
+        rows = np.flatnonzero(window == w)
+        n = int(rows.size)
+        if n < min_rows:
+            skipped.append({"window": int(w), "n": n})
+            continue
+        z = {key: val[rows] for key, val in embeddings.items()}
+        records.append(
+            {
+                "window": int(w),
+                "label": _label(pairs[rows], int(w)),
+                "n": n,
+                "k": int(k),
+                "subspace_distance": subspace_distance(z["z_t"], z["z_t1"], k),
+                "floor": subspace_distance(z["z_a"], z["z_b"], k),
+                "chance": chance_subspace_distance(n, k),
+            }
+        )
+    return records, skipped
+
+
+def temporal_stability(
+    encoder: nn.Module,
+    store: EventStore,
+    pairs: pl.DataFrame | None = None,
+    *,
+    k: int = 16,
+    every: float | _dt.timedelta = 365.0,
+    anchor: str = "first_event",
+    subjects: np.ndarray | list[int] | None = None,
+    min_history: int = 1,
+    min_new_events: int = 1,
+    min_rows: int | None = None,
+    max_len: int = DEFAULT_MAX_LEN,
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """Temporal stability of ``encoder`` on (held-out) subjects, with floor and chance level.
+
+    ``temporal_stability = mean_i D_i``, ``floor = mean_i floor_i``, ``chance = mean_i
+    chance_i`` over the scored windows (unweighted, each window counts once); see the module
+    docstring for ``D_i`` and ``floor_i``.
+
+    Args:
+        encoder: the frozen encoder.
+        store: the encoded events.
+        pairs: a :func:`~densefeat.data.windows.window_pairs` table; None to build one from
+            ``periodic_cuts(store, every, anchor=anchor, subjects=subjects)`` with
+            ``min_history`` and ``min_new_events``.
+        k: subspace dimension.
+        every, anchor, subjects, min_history, min_new_events: how pairs are built when
+            ``pairs`` is None (pass the held-out subjects as ``subjects``).
+        min_rows: least subjects per scored window (default ``4 k``).
+        max_len, batch_size, device: as for the embeddings.
+
+    Returns:
+        ``{"temporal_stability", "floor", "chance", "k", "n_windows", "n_pairs", "windows",
+        "skipped"}``; ``windows`` holds the per-window records of :func:`window_records`.
+        The three means are NaN-free: with no scored window they are None and ``n_windows``
+        is 0.
+    """
+    if pairs is None:
+        cuts = periodic_cuts(store, every, anchor=anchor, subjects=subjects)
+        pairs = window_pairs(store, cuts, min_history=min_history, min_new_events=min_new_events)
+    emb = window_embeddings(
+        encoder, store, pairs, max_len=max_len, batch_size=batch_size, device=device
+    )
+    records, skipped = window_records(pairs, emb, k, min_rows)
+
+    def mean(key: str) -> float | None:
+        return float(np.mean([r[key] for r in records])) if records else None
+
+    return {
+        "temporal_stability": mean("subspace_distance"),
+        "floor": mean("floor"),
+        "chance": mean("chance"),
+        "k": int(k),
+        "n_windows": len(records),
+        "n_pairs": int(sum(r["n"] for r in records)),
+        "windows": records,
+        "skipped": skipped,
+    }
+
+
+def _top_left_singular(z: torch.Tensor) -> tuple[torch.Tensor, int]:
+    zc = z - z.mean(0)
+    u, s, _ = torch.linalg.svd(zc, full_matrices=False)
+    rank = (
+        0
+        if float(s[0]) == 0.0
+        else int((s > s[0] * max(zc.shape) * torch.finfo(torch.float64).eps).sum())
+    )
+    return u, rank
+
+
+def seed_alignment(z_a: Any, z_b: Any, k: int = 16) -> dict[str, Any]:
+    """Alignment of two runs' embeddings of the same rows (e.g. two training seeds).
+
+    * ``subspace_distance``: sample space, ``sqrt(1 - ||Ua^T Ub||_F^2 / k)`` (0 = same top-k
+      patterns over subjects), with ``chance = sqrt(1 - k/(n - 1))``;
+    * ``linear_cka_debiased``: Kornblith et al. 2019 with Song et al.'s unbiased HSIC (all
+      directions, weighted by variance; ~0 for unrelated matrices);
+    * ``principal_angles_deg``: the k principal angles (degrees, largest first) between the
+      top-k left singular subspaces ``Ua, Ub`` of the centred matrices (Björck & Golub, via
+      :func:`densefeat.functional.principal_angles`); ``subspace_distance =
+      sqrt(mean sin^2 theta)``. ``k`` is clipped to the numerical ranks.
+
+    Args:
+        z_a: (n, d_a) embeddings of run A.
+        z_b: (n, d_b) embeddings of run B, row i the same sample.
+        k: subspace dimension.
+
+    Returns:
+        ``{"n", "k", "subspace_distance", "chance", "linear_cka_debiased",
+        "principal_angles_deg", "mean_angle_deg", "max_angle_deg"}``.
+    """
+    a = torch.as_tensor(np.asarray(z_a, dtype=np.float64))
+    b = torch.as_tensor(np.asarray(z_b, dtype=np.float64))
+    if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
+        raise ValueError(f"z_a, z_b must be (n, d) with the same n, got {a.shape}, {b.shape}")
+    n = a.shape[0]
+    if not 1 <= k <= min(n - 1, a.shape[1], b.shape[1]):
+        raise ValueError(f"k must be in [1, min(n - 1, d_a, d_b)], got k={k}")
+    dist = subspace_distance(a, b, k)
+    ua, rank_a = _top_left_singular(a)
+    ub, rank_b = _top_left_singular(b)
+    k_eff = min(k, rank_a, rank_b)
+    if k_eff == 0:
+        raise ValueError("seed_alignment is undefined for a zero-variance matrix")
+    angles = torch.rad2deg(principal_angles(ua[:, :k_eff], ub[:, :k_eff]))
+    angles_list = [float(x) for x in angles]
+    return {
+        "n": int(n),
+        "k": int(k_eff),
+        "subspace_distance": dist,
+        "chance": chance_subspace_distance(n, k_eff),
+        "linear_cka_debiased": linear_cka_debiased(a, b),
+        "principal_angles_deg": angles_list,
+        "mean_angle_deg": float(np.mean(angles_list)),
+        "max_angle_deg": float(max(angles_list)),
+    }

@@ -1,0 +1,545 @@
+"""Linear probes, the vectorised bootstrap and ``densefeat probe``.
+
+References are independent: ``sklearn.metrics.roc_auc_score`` / ``average_precision_score``
+(with ``sample_weight``), scikit-learn's own StandardScaler + LogisticRegression, and the
+closed-form AUROC of a binormal model.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from densefeat.cli import main
+from densefeat.eval.bootstrap import (
+    bootstrap_ci,
+    bootstrap_metrics,
+    paired_bootstrap_difference,
+    resample_weights,
+    weighted_auroc,
+    weighted_average_precision,
+)
+from densefeat.eval.probe import (
+    DEFAULT_CS,
+    LinearProbe,
+    kshot_probe,
+    paired_probe_difference,
+    probe_k_shot,
+    probe_multilabel,
+    probe_split,
+    probe_task,
+    sample_k_shot,
+    whiten,
+    zca_whitening,
+)
+
+
+# --------------------------------------------------------------------------- fixtures
+def _scored(rng: np.random.Generator, n: int, ties: bool) -> tuple[np.ndarray, np.ndarray]:
+    y = rng.random(n) < 0.35
+    y[:2] = [True, False]
+    s = rng.normal(size=n) + 0.8 * y
+    if ties:
+        s = np.round(s, 1)  # many exact ties, within and across classes
+    return s, y
+
+
+def _table(
+    n_subjects: int = 300, d: int = 8, seed: int = 0, signal: float = 1.5
+) -> dict[str, np.ndarray]:
+    """Rows (1-4 per subject) with a split per subject and a label driven by feature 0."""
+    rng = np.random.default_rng(seed)
+    per = rng.integers(1, 5, n_subjects)
+    g = np.repeat(np.arange(n_subjects) + 1000, per)
+    latent = rng.normal(size=n_subjects)[g - 1000]
+    y = latent + 0.6 * rng.normal(size=g.size) > 0.7
+    X = rng.normal(size=(g.size, d))
+    X[:, 0] += signal * latent
+    split_of = np.array(["train", "tuning", "held_out"])[
+        np.searchsorted([0.6, 0.8], rng.random(n_subjects))
+    ]
+    return {"X": X, "y": y, "split": split_of[g - 1000], "groups": g}
+
+
+# --------------------------------------------------------------------------- weighted metrics
+@pytest.mark.parametrize("ties", [False, True])
+def test_weighted_metrics_match_sklearn(ties: bool) -> None:
+    rng = np.random.default_rng(1)
+    for trial in range(40):
+        s, y = _scored(rng, int(rng.integers(5, 80)), ties)
+        if trial % 3 == 0:
+            w = rng.integers(0, 4, s.size).astype(float)  # bootstrap-like, with zeros
+        else:
+            w = rng.random(s.size) * 3
+        w[:2] = 1.0  # keep both classes
+        assert weighted_auroc(s, y, w) == pytest.approx(
+            roc_auc_score(y, s, sample_weight=w), abs=1e-12
+        )
+        assert weighted_average_precision(s, y, w) == pytest.approx(
+            average_precision_score(y, s, sample_weight=w), abs=1e-12
+        )
+
+
+def test_weight_matrix_rows_match_single_vectors() -> None:
+    rng = np.random.default_rng(2)
+    s, y = _scored(rng, 60, ties=True)
+    W = rng.integers(0, 3, (7, 60)).astype(float)
+    W[:, :2] = 1.0
+    auc = weighted_auroc(s, y, W)
+    ap = weighted_average_precision(s, y, W)
+    assert auc.shape == ap.shape == (7,)
+    for b in range(7):
+        assert auc[b] == pytest.approx(roc_auc_score(y, s, sample_weight=W[b]), abs=1e-12)
+        assert ap[b] == pytest.approx(average_precision_score(y, s, sample_weight=W[b]), abs=1e-12)
+
+
+def test_unit_weights_equal_point_estimate() -> None:
+    rng = np.random.default_rng(3)
+    s, y = _scored(rng, 200, ties=True)
+    ones = np.ones(s.size)
+    assert (
+        weighted_auroc(s, y, ones)
+        == weighted_auroc(s, y)
+        == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    )
+    assert weighted_average_precision(s, y, ones) == pytest.approx(
+        average_precision_score(y, s), abs=1e-12
+    )
+    ci = bootstrap_ci(s, y, groups=np.arange(s.size) // 2, n_resamples=50)
+    assert ci["auroc"].estimate == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert ci["auprc"].estimate == pytest.approx(average_precision_score(y, s), abs=1e-12)
+
+
+def test_undefined_resample_is_nan() -> None:
+    s = np.array([0.1, 0.9, 0.3])
+    y = np.array([0, 1, 0])
+    out = weighted_auroc(s, y, np.array([[1.0, 0.0, 2.0], [1.0, 1.0, 1.0]]))
+    assert math.isnan(out[0]) and out[1] == 1.0
+
+
+# --------------------------------------------------------------------------- the bootstrap
+def test_bootstrap_values_match_a_per_resample_sklearn_loop() -> None:
+    rng = np.random.default_rng(4)
+    s, y = _scored(rng, 150, ties=True)
+    groups = rng.integers(0, 60, s.size)
+    base = np.where(y, 1.0, 4.0)  # evaluation weights (e.g. 1 / r on subsampled negatives)
+    got = bootstrap_metrics(s, y, groups, n_resamples=40, seed=7, weights=base)
+    W = np.concatenate(list(resample_weights(groups, 40, seed=7))) * base
+    for b in range(40):
+        if W[b, y].sum() == 0 or W[b, ~y].sum() == 0:
+            assert math.isnan(got["auroc"][b])
+            continue
+        assert got["auroc"][b] == pytest.approx(roc_auc_score(y, s, sample_weight=W[b]), abs=1e-12)
+        assert got["auprc"][b] == pytest.approx(
+            average_precision_score(y, s, sample_weight=W[b]), abs=1e-12
+        )
+
+
+def test_resamples_keep_subject_rows_together_and_are_deterministic() -> None:
+    groups = np.repeat(np.arange(40), 3)[np.random.default_rng(5).permutation(120)]
+    chunks = list(resample_weights(groups, 25, seed=3, chunk_size=4))
+    W = np.concatenate(chunks)
+    assert W.shape == (25, 120) and [c.shape[0] for c in chunks] == [4] * 6 + [1]
+    for g in range(40):
+        rows = W[:, groups == g]
+        assert (rows == rows[:, :1]).all()  # one multiplicity per subject and resample
+    # each resample draws as many subjects as there are: total multiplicity 40 per subject row
+    np.testing.assert_array_equal(W.sum(axis=1), 3 * 40)
+    np.testing.assert_array_equal(W, np.concatenate(list(resample_weights(groups, 25, seed=3))))
+
+
+def test_bootstrap_does_not_depend_on_chunk_size() -> None:
+    rng = np.random.default_rng(6)
+    s, y = _scored(rng, 300, ties=False)
+    groups = np.arange(300) // 3
+    a = bootstrap_metrics(s, y, groups, n_resamples=100, seed=11)
+    b = bootstrap_metrics(s, y, groups, n_resamples=100, seed=11, chunk_size=7)
+    np.testing.assert_array_equal(a["auroc"], b["auroc"])
+    np.testing.assert_array_equal(a["auprc"], b["auprc"])
+
+
+def test_separable_scores_give_auroc_one() -> None:
+    y = np.array([0] * 30 + [1] * 20)
+    s = np.where(y == 1, 2.0, 0.0) + np.linspace(0, 1, 50)
+    ci = bootstrap_ci(s, y, groups=np.arange(50), n_resamples=200)
+    assert ci["auroc"].estimate == 1.0 and ci["auroc"].low == 1.0 and ci["auroc"].high == 1.0
+    assert ci["auprc"].estimate == 1.0 and ci["auprc"].low == 1.0
+
+
+def test_noise_scores_have_half_inside_the_ci() -> None:
+    rng = np.random.default_rng(8)
+    n = 2000
+    y = rng.random(n) < 0.3
+    s = rng.normal(size=n)
+    ci = bootstrap_ci(s, y, groups=np.arange(n) // 2, n_resamples=500, seed=1)["auroc"]
+    assert ci.low < 0.5 < ci.high
+    assert ci.high - ci.low < 0.08  # about 4 SE of an AUROC at this n
+
+
+def test_ci_coverage_of_a_known_auroc() -> None:
+    """Binormal scores: AUROC = Phi(mu / sqrt 2). The 95% CI must cover it ~95% of the time."""
+    mu = 1.0
+    true_auc = 0.5 * (1 + math.erf(mu / 2))  # Phi(mu / sqrt(2))
+    rng = np.random.default_rng(9)
+    covered = 0
+    for rep in range(100):
+        y = np.r_[np.zeros(60, bool), np.ones(60, bool)]
+        s = rng.normal(size=120) + mu * y
+        ci = bootstrap_ci(s, y, n_resamples=300, seed=rep, metrics=("auroc",))["auroc"]
+        covered += ci.low <= true_auc <= ci.high
+    assert 85 <= covered <= 100
+
+
+def test_patient_level_ci_is_wider_than_row_level_with_duplicated_rows() -> None:
+    """Every subject's row 5 times: rows are not independent; only subjects are."""
+    rng = np.random.default_rng(10)
+    s1, y1 = _scored(rng, 150, ties=False)
+    s, y = np.repeat(s1, 5), np.repeat(y1, 5)
+    groups = np.repeat(np.arange(150), 5)
+    patient = bootstrap_ci(s, y, groups, n_resamples=400, seed=0)["auroc"]
+    row = bootstrap_ci(s, y, None, n_resamples=400, seed=0)["auroc"]
+    once = bootstrap_ci(s1, y1, np.arange(150), n_resamples=400, seed=0)["auroc"]
+    width = {k: v.high - v.low for k, v in (("patient", patient), ("row", row), ("once", once))}
+    assert width["patient"] > 1.6 * width["row"]  # sqrt(5) = 2.2 expected
+    assert width["patient"] == pytest.approx(width["once"], rel=0.25)
+    assert patient.unit == "subject" and row.unit == "row"
+
+
+def test_paired_difference() -> None:
+    rng = np.random.default_rng(12)
+    s, y = _scored(rng, 400, ties=True)
+    groups = np.arange(400) // 4
+    same = paired_bootstrap_difference(s, s, y, groups, n_resamples=200)
+    assert same.difference == 0.0 and same.low == 0.0 and same.high == 0.0
+    assert same.std == 0.0 and same.fraction_le_zero == 1.0
+    worse = s + rng.normal(size=400) * 2
+    diff = paired_bootstrap_difference(s, worse, y, groups, "auprc", n_resamples=300, seed=4)
+    a = bootstrap_metrics(s, y, groups, 300, seed=4, metrics=("auprc",))["auprc"]
+    b = bootstrap_metrics(worse, y, groups, 300, seed=4, metrics=("auprc",))["auprc"]
+    d = a - b  # the same resamples for both methods
+    assert diff.mean == pytest.approx(d.mean(), abs=1e-12)
+    assert diff.fraction_le_zero == pytest.approx((d <= 0).mean())
+    assert diff.difference == pytest.approx(
+        average_precision_score(y, s) - average_precision_score(y, worse), abs=1e-12
+    )
+    assert diff.low < diff.difference < diff.high and diff.low > 0
+
+
+def test_bootstrap_errors() -> None:
+    with pytest.raises(ValueError, match="single class"):
+        bootstrap_ci(np.arange(5.0), np.ones(5), n_resamples=10)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        bootstrap_ci(np.array([0.1, np.nan, 0.3]), np.array([0, 1, 0]), n_resamples=10)
+    with pytest.raises(ValueError, match="binary"):
+        weighted_auroc(np.arange(3.0), np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match="groups has shape"):
+        bootstrap_metrics(np.arange(4.0), np.array([0, 1, 0, 1]), groups=np.arange(3))
+
+
+# --------------------------------------------------------------------------- LinearProbe
+def test_linear_probe_matches_sklearn_pipeline_and_selects_by_val_auroc() -> None:
+    t = _table(d=6, seed=1)
+    tr, tu = t["split"] == "train", t["split"] == "tuning"
+    X = t["X"] * np.array([100.0, 1, 1, 0.01, 1, 1]) + 5.0  # scales that need standardising
+    probe = LinearProbe().fit(X[tr], t["y"][tr], X[tu], t["y"][tu])
+    aucs = []
+    for c in DEFAULT_CS:
+        ref = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000))
+        ref.fit(X[tr], t["y"][tr])
+        aucs.append(roc_auc_score(t["y"][tu], ref.decision_function(X[tu])))
+    np.testing.assert_allclose(probe.cv_results_["val_auroc"], aucs, atol=1e-9)
+    assert probe.C_ == DEFAULT_CS[int(np.argmax(aucs))]
+    assert probe.val_auroc_ == pytest.approx(max(aucs))
+    ref = make_pipeline(StandardScaler(), LogisticRegression(C=probe.C_, max_iter=1000))
+    ref.fit(X[tr], t["y"][tr])
+    np.testing.assert_allclose(probe.decision_function(X), ref.decision_function(X), atol=1e-6)
+    np.testing.assert_allclose(
+        X @ probe.coef_.T + probe.intercept_, probe.decision_function(X)[:, None]
+    )
+    proba = probe.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_allclose(proba[:, 1], 1 / (1 + np.exp(-probe.decision_function(X))))
+    assert probe.converged_
+    assert clone(probe).get_params()["C"] is None
+
+
+def test_linear_probe_degenerate_input() -> None:
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(12, 40))  # n < d
+    y = np.arange(12) % 2
+    X[:, 5] = 3.0  # a constant feature
+    p = LinearProbe(C=1.0).fit(X, y)
+    assert p.n_constant_features_ == 1 and np.isfinite(p.coef_).all()
+    X2 = X.copy()
+    X2[:, 5] = 7.0  # the constant feature carries no weight
+    np.testing.assert_allclose(
+        p.decision_function(X2) - p.decision_function(X), p.coef_[0, 5] * 4.0
+    )
+    assert abs(p.coef_[0, 5]) < 1e-12
+    bad = X.copy()
+    bad[3, 7] = np.nan
+    with pytest.raises(ValueError, match="row 3, column 7"):
+        LinearProbe(C=1.0).fit(bad, y)
+    with pytest.raises(ValueError, match="single class"):
+        LinearProbe(C=1.0).fit(X, np.ones(12))
+    with pytest.raises(ValueError, match="pass X_val and y_val"):
+        LinearProbe().fit(X, y)
+    with pytest.raises(ValueError, match="y_val has a single class"):
+        LinearProbe().fit(X, y, X[:4], np.zeros(4))
+    with pytest.raises(ValueError, match="all 40 features"):
+        LinearProbe(C=1.0).fit(np.ones((12, 40)), y)
+    with pytest.raises(ValueError, match="features"):
+        p.decision_function(X[:, :5])
+
+
+# --------------------------------------------------------------------------- protocol
+def test_probe_task_record_and_reference() -> None:
+    t = _table()
+    res = probe_task(t["X"], t["y"], t["split"], t["groups"], n_bootstrap=300, seed=2)
+    rec = res.record
+    te = t["split"] == "held_out"
+    assert rec["k"] == "all" and rec["n_test"] == te.sum()
+    assert rec["auroc"] == pytest.approx(roc_auc_score(t["y"][te], res.scores), abs=1e-12)
+    assert rec["auprc"] == pytest.approx(average_precision_score(t["y"][te], res.scores), abs=1e-12)
+    assert rec["auroc_ci"][0] < rec["auroc"] < rec["auroc_ci"][1]
+    assert rec["auroc"] > 0.75 and rec["C"] in DEFAULT_CS
+    assert rec["bootstrap"]["unit"] == "subject" and rec["bootstrap"]["n_resamples"] == 300
+    json.dumps(rec, allow_nan=False)
+    # probe_split on the same parts gives the same record
+    tr, tu = t["split"] == "train", t["split"] == "tuning"
+    rec2, _, scores2 = probe_split(
+        t["X"][tr], t["y"][tr], t["X"][tu], t["y"][tu], t["X"][te], t["y"][te],
+        groups=t["groups"][te], n_bootstrap=300, seed=2,
+    )  # fmt: skip
+    np.testing.assert_array_equal(scores2, res.scores)
+    assert rec2 == rec
+    # evaluation weights (1 / r on negatives kept at rate r) enter the point estimates
+    w = np.where(t["y"][te], 1.0, 4.0)
+    rec3, _, _ = probe_split(
+        t["X"][tr], t["y"][tr], t["X"][tu], t["y"][tu], t["X"][te], t["y"][te],
+        groups=t["groups"][te], weights=w, n_bootstrap=50,
+    )  # fmt: skip
+    assert rec3["weighted"] and rec3["auprc"] == pytest.approx(
+        average_precision_score(t["y"][te], res.scores, sample_weight=w), abs=1e-12
+    )
+    assert rec3["auprc"] < rec["auprc"]  # 4x the negatives: lower precision
+    assert paired_probe_difference(res, res, n_resamples=50).difference == 0.0
+
+
+def test_probe_task_errors() -> None:
+    t = _table()
+    split = t["split"].copy()
+    subject = 1000 + np.flatnonzero(np.bincount(t["groups"] - 1000) > 1)[0]
+    rows = np.flatnonzero(t["groups"] == subject)
+    split[rows[0]] = "held_out" if split[rows[1]] != "held_out" else "train"
+    with pytest.raises(ValueError, match="more than one split"):
+        probe_task(t["X"], t["y"], split, t["groups"], n_bootstrap=0)
+    y = t["y"].copy()
+    y[t["split"] == "tuning"] = False
+    with pytest.raises(ValueError, match="tuning split has 0 positive"):
+        probe_task(t["X"], y, t["split"], t["groups"], n_bootstrap=0)
+
+
+def test_k_shot_draws_are_deterministic_and_distinct_subjects() -> None:
+    t = _table(n_subjects=400)
+    tr = np.flatnonzero(t["split"] == "train")
+    for k in (1, 8, 32):
+        a = sample_k_shot(t["y"], t["groups"], k, np.random.default_rng([0, k, 1]), rows=tr)
+        b = sample_k_shot(t["y"], t["groups"], k, np.random.default_rng([0, k, 1]), rows=tr)
+        np.testing.assert_array_equal(a, b)
+        assert set(a) <= set(tr) and t["y"][a[:k]].all() and not t["y"][a[k:]].any()
+        assert np.unique(t["groups"][a]).size == 2 * k  # 2k distinct patients
+    # Two subjects only: the draw must reuse them, still k rows per class.
+    y = np.array([1, 1, 1, 0, 0, 0, 1, 0])
+    g = np.array([1, 1, 1, 1, 2, 2, 2, 2])
+    rows = sample_k_shot(y, g, 3, np.random.default_rng(0))
+    assert y[rows[:3]].all() and not y[rows[3:]].any() and np.unique(rows).size == 6
+    with pytest.raises(ValueError, match="shots requested"):
+        sample_k_shot(y, g, 5, np.random.default_rng(0))
+
+
+def test_probe_k_shot_protocol() -> None:
+    t = _table(n_subjects=250)
+    args = (t["X"], t["y"], t["split"], t["groups"])
+    n_pos_train = int(t["y"][t["split"] == "train"].sum())
+    recs = probe_k_shot(*args, ks=(2, 8, n_pos_train + 1), draws=3, seed=5)
+    again = probe_k_shot(*args, ks=(8,), draws=3, seed=5)
+    assert recs[1] == again[0]  # deterministic, and independent of the other k
+    two, eight, big = recs
+    assert two["C"] == 1.0 and all(d["C"] == 1.0 and d["n_val"] == 0 for d in two["draws"])
+    assert eight["C"] is None and all(d["n_val"] == 16 for d in eight["draws"])
+    assert all(d["C"] in DEFAULT_CS and d["n_train_subjects"] == 16 for d in eight["draws"])
+    aurocs = [d["auroc"] for d in eight["draws"]]
+    assert eight["auroc"] == pytest.approx(np.mean(aurocs))
+    assert eight["auroc_sd"] == pytest.approx(np.std(aurocs, ddof=1))
+    assert big["skipped"] and "exceeds" in big["reason"] and big["auroc"] is None
+    # the same shots (hence the same numbers) from the split-array form
+    parts = [t["split"] == s for s in ("train", "tuning", "held_out")]
+    direct = kshot_probe(
+        t["X"][parts[0]], t["y"][parts[0]], t["groups"][parts[0]],
+        t["X"][parts[1]], t["y"][parts[1]], t["groups"][parts[1]],
+        t["X"][parts[2]], t["y"][parts[2]], ks=(8,), draws=3, seed=5,
+    )  # fmt: skip
+    assert direct == again
+
+
+def test_probe_multilabel() -> None:
+    t = _table(n_subjects=250)
+    rng = np.random.default_rng(3)
+    Y = np.column_stack([t["y"], rng.random(t["y"].size) < 0.4, np.zeros(t["y"].size, bool)])
+    out = probe_multilabel(
+        t["X"], Y, t["split"], t["groups"], label_names=["a", "b", "c"], n_bootstrap=100
+    )
+    assert [r["label"] for r in out["labels"]] == ["a", "b"]
+    assert out["skipped"] == [
+        {"label": "c", "reason": f"the train split has 0 positive and "
+         f"{int((t['split'] == 'train').sum())} negative rows"}
+    ]  # fmt: skip
+    assert out["macro_auroc"] == pytest.approx(np.mean([r["auroc"] for r in out["labels"]]))
+    assert out["labels"][1]["auroc"] < out["labels"][0]["auroc"]  # b is noise
+    lo, hi = out["macro_auroc_ci"]
+    assert lo < out["macro_auroc"] < hi
+
+
+def test_whitening_uses_train_statistics() -> None:
+    rng = np.random.default_rng(4)
+    A = rng.normal(size=(500, 5)) @ rng.normal(size=(5, 5)) + 3.0
+    Xw = whiten(A[:400], A, eps=1e-10)
+    np.testing.assert_allclose(np.cov(Xw[:400].T), np.eye(5), atol=1e-6)
+    np.testing.assert_allclose(Xw[:400].mean(axis=0), 0.0, atol=1e-9)
+    _, W = zca_whitening(A[:400])
+    np.testing.assert_allclose(W, W.T)
+    B = A.copy()
+    B[400:] *= 10  # test rows do not change the transform
+    np.testing.assert_allclose(whiten(A[:400], B)[:400], whiten(A[:400], A)[:400])
+    with pytest.raises(ValueError, match="no variance"):
+        zca_whitening(np.ones((10, 3)))
+
+
+# --------------------------------------------------------------------------- CLI
+def _write_files(
+    tmp: Path, with_split: bool = True, n_subjects: int = 200
+) -> tuple[Path, Path, pl.DataFrame]:
+    t = _table(n_subjects=n_subjects, d=6, seed=3)
+    t0 = dt.datetime(2020, 1, 1)
+    order = np.argsort(t["groups"], kind="stable")
+    rank = np.arange(t["groups"].size) - np.searchsorted(t["groups"][order], t["groups"][order])
+    times = [t0 + dt.timedelta(days=365 * int(r)) for r in rank]
+    emb = pl.DataFrame(
+        {
+            "subject_id": t["groups"].astype(np.int64),
+            "prediction_time": times,
+            **({"split": t["split"]} if with_split else {}),
+            "embedding": t["X"].astype(np.float32).tolist(),
+        },
+        schema_overrides={"embedding": pl.List(pl.Float32)},
+    )
+    labels = pl.DataFrame(
+        {"subject_id": emb["subject_id"], "prediction_time": times, "boolean_value": t["y"]}
+    )
+    emb_path, lab_path = tmp / "emb.parquet", tmp / "labels.parquet"
+    emb.write_parquet(emb_path)
+    labels.write_parquet(lab_path)
+    return emb_path, lab_path, labels
+
+
+def test_cli_probe_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    emb, lab, _ = _write_files(tmp_path)
+    out = tmp_path / "probe.json"
+    argv = ["probe", "--embeddings", str(emb), "--labels", str(lab), "--k", "all", "2", "8"]
+    argv += ["--draws", "2", "--bootstrap", "100", "--json", str(out)]
+    assert main(argv) == 0
+    text = out.read_text()
+    result = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
+    assert result["kind"] == "densefeat.probe" and result["rows"]["matched"] > 0
+    assert result["splits"]["source"].startswith("column 'split'")
+    ks = [p["k"] for p in result["probes"]]
+    assert ks == ["all", 2, 8]
+    full = result["probes"][0]
+    assert full["auroc_ci"][0] <= full["auroc"] <= full["auroc_ci"][1]
+    assert "AUROC" in capsys.readouterr().out
+
+
+def test_cli_probe_hash_splits_without_split_column(tmp_path: Path) -> None:
+    emb, lab, _ = _write_files(tmp_path, with_split=False)
+    out = tmp_path / "probe.json"
+    argv = ["probe", "--embeddings", str(emb), "--labels", str(lab), "--bootstrap", "20"]
+    assert main([*argv, "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["splits"]["source"].startswith("hash of (split seed 0")
+
+
+def _cli_error(argv: list[str], out: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    capsys.readouterr()
+    assert main([*argv, "--bootstrap", "10", "--json", str(out)]) == 2
+    assert not out.exists()
+    assert not list(out.parent.glob(f".{out.name}*"))  # no temporary left behind
+    return capsys.readouterr().err
+
+
+def test_cli_probe_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    emb, lab, labels = _write_files(tmp_path)
+    out = tmp_path / "out" / "probe.json"
+    out.parent.mkdir()
+    base = ["probe", "--embeddings", str(emb)]
+
+    # labels whose prediction times match no embedding row
+    shifted = tmp_path / "shifted.parquet"
+    labels.with_columns(pl.col("prediction_time") + pl.duration(hours=1)).write_parquet(shifted)
+    err = _cli_error([*base, "--labels", str(shifted)], out, capsys)
+    assert "no label row matches" in err and f"0 of {labels.height} label rows" in err
+
+    # a single-class label
+    single = tmp_path / "single.parquet"
+    labels.with_columns(pl.lit(False).alias("boolean_value")).write_parquet(single)
+    err = _cli_error([*base, "--labels", str(single)], out, capsys)
+    assert "single class" in err and "boolean_value" in err
+
+    # k larger than the train split's smaller class
+    err = _cli_error([*base, "--labels", str(lab), "--k", "all", "100000"], out, capsys)
+    assert "--k 100000" in err and "largest possible k" in err
+
+    # a missing column, named
+    no_sid = tmp_path / "no_sid.parquet"
+    pl.read_parquet(emb).drop("subject_id").write_parquet(no_sid)
+    err = _cli_error(["probe", "--embeddings", str(no_sid), "--labels", str(lab)], out, capsys)
+    assert "no column 'subject_id'" in err
+
+    # labels without boolean_value
+    ints = tmp_path / "ints.parquet"
+    labels.rename({"boolean_value": "integer_value"}).with_columns(
+        pl.col("integer_value").cast(pl.Int64)
+    ).write_parquet(ints)
+    err = _cli_error([*base, "--labels", str(ints)], out, capsys)
+    assert "no 'boolean_value' column" in err
+
+    # a missing file and a non-parquet embedding file
+    err = _cli_error([*base, "--labels", str(tmp_path / "nope.parquet")], out, capsys)
+    assert "nope.parquet" in err
+    npy = tmp_path / "emb.npy"
+    np.save(npy, np.zeros((4, 2), np.float32))
+    err = _cli_error(["probe", "--embeddings", str(npy), "--labels", str(lab)], out, capsys)
+    assert ".parquet" in err
+
+    # a subject in two splits
+    mixed = tmp_path / "mixed.parquet"
+    e = pl.read_parquet(emb)
+    sid = e.group_by("subject_id").len().filter(pl.col("len") > 1)["subject_id"][0]
+    first = e.with_row_index().filter(pl.col("subject_id") == sid)["index"][0]
+    other = "train" if e["split"][int(first)] != "train" else "held_out"
+    e.with_columns(
+        pl.when(pl.int_range(pl.len()) == first).then(pl.lit(other)).otherwise(pl.col("split"))
+        .alias("split")
+    ).write_parquet(mixed)  # fmt: skip
+    err = _cli_error(["probe", "--embeddings", str(mixed), "--labels", str(lab)], out, capsys)
+    assert "more than one split" in err
