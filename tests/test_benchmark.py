@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -165,8 +166,6 @@ def test_every_file_and_table_entry_exists_and_is_finite(bench: dict[str, Any]) 
 def test_probe_records_agree_with_sklearn(bench: dict[str, Any]) -> None:
     """The held-out AUROC of a run equals sklearn's on the scores saved beside it."""
     from sklearn.metrics import roc_auc_score
-
-    import numpy as np
 
     out, res = bench["out"], bench["res"]
     rec = next(
