@@ -1,15 +1,24 @@
-"""Training step time and throughput of every method on the same EHR encoder and window pairs.
+"""Training step time and throughput of every method on the same encoder and pairs.
 
 Usage::
 
     python benchmarks/train.py [--device cpu|cuda] [--data MEDS_DIR] [--labels FILE]
         [--steps 20] [--batch-size 256] [--max-len 64] [--out results.json]
+    python benchmarks/train.py --modality text --data mtsamples.csv.xz [--text-encoder small]
+    python benchmarks/train.py --modality multimodal --data FHIR_MEDS_DIR [--text-encoder small]
 
-Each method gets the same pre-gathered batches of training window pairs (data loading is not
-timed), one encoder pass per pair (``forward_at`` at t and t1), and a full optimizer step
-(forward, loss, backward, AdamW); methods take turns step by step. ``supervised`` needs
-``--labels`` (one pass per labelled row) and is skipped without it.
+EHR (default): each method gets the same pre-gathered batches of training window pairs (data
+loading is not timed), one encoder pass per pair (``forward_at`` at t and t1), and a full
+optimizer step (forward, loss, backward, AdamW); methods take turns step by step.
+``supervised`` needs ``--labels`` (one pass per labelled row) and is skipped without it.
 Target (issue 4): a ``dense`` step <= 1.10x a ``vicreg`` step.
+
+Text and multimodal: the same protocol on the training session's inputs (``--set``-style keys
+through ``--set``); the text views are drawn before timing, but chunking and tokenisation run
+inside the text encoder's call and are timed (they are part of every text step). Text rows are
+notes (pair methods encode 2 texts per row), multimodal rows are records (codes + up to
+``mm_max_notes`` notes). ``masked`` on text needs ``--text-encoder small``; ``supervised`` on
+text uses the note table's labels (MTSamples: every specialty).
 """
 
 from __future__ import annotations
@@ -25,8 +34,8 @@ import numpy as np
 import torch
 
 from densefeat.methods import METHODS, get_method
-from densefeat.train.config import TrainConfig
-from densefeat.train.loop import _inputs, _step_rows, build_network, prepare_data
+from densefeat.train.config import TrainConfig, parse_overrides
+from densefeat.train.loop import _inputs, _session, _step_rows, build_network, prepare_data
 
 
 def _sync(device: torch.device) -> None:
@@ -37,17 +46,14 @@ def _sync(device: torch.device) -> None:
 class _Bench:
     """One method's network, optimizer, loss and pre-gathered batches."""
 
-    def __init__(self, cfg, builder, data, device, n_batches: int):
+    def __init__(self, cfg, net, batches, device):
         self.cfg, self.device = cfg, device
-        method = get_method(cfg.method)
-        self.net, _ = build_network(cfg, builder)
+        self.net = net
         self.net.to(device).train()
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr)
-        self.loss_fn = method.build_loss(cfg)
-        self.batches = [
-            _inputs(cfg, method, data, _step_rows(cfg, data.rows.height, s), device)
-            for s in range(n_batches)
-        ]
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr)
+        self.loss_fn = get_method(cfg.method).build_loss(cfg)
+        self.batches = batches
         self.amp = cfg.amp and device.type == "cuda"
         self.times: list[float] = []
         self.peak_mib = 0.0
@@ -83,9 +89,65 @@ class _Bench:
         return out
 
 
+def _ehr_benches(args, base, device) -> dict[str, _Bench]:
+    data_dir = args.data
+    if data_dir is None:
+        from densefeat.data.eunomia import eunomia_meds
+
+        data_dir = eunomia_meds()
+    builder, pairs = prepare_data(base, data_dir, None)
+    benches = {}
+    n = args.steps + args.warmup
+    for name in args.methods.split(","):
+        cfg = base.replace(method=name)
+        method = get_method(name)
+        if method.needs_labels:
+            if args.labels is None:
+                print(f"{name:>10}: skipped (needs --labels)")
+                continue
+            builder, data = prepare_data(cfg, data_dir, args.labels, builder)
+        else:
+            data = pairs
+        net, _ = build_network(cfg, builder)
+        batches = [
+            _inputs(cfg, method, data, _step_rows(cfg, data.rows.height, s), device)
+            for s in range(n)
+        ]
+        benches[name] = _Bench(cfg, net, batches, device)
+    return benches
+
+
+def _session_benches(args, base, device) -> dict[str, _Bench]:
+    """Text or multimodal: one training session per method (its data, network, inputs)."""
+    if args.data is None:
+        raise SystemExit(f"--modality {base.modality} needs --data")
+    benches = {}
+    for name in args.methods.split(","):
+        cfg = base.replace(method=name)
+        method = get_method(name)
+        labels = args.labels if method.needs_labels and base.modality != "text" else None
+        if method.needs_labels and base.modality != "text" and labels is None:
+            print(f"{name:>10}: skipped (needs --labels)")
+            continue
+        try:
+            session = _session(cfg, args.data, labels, None)
+        except ValueError as exc:
+            print(f"{name:>10}: skipped ({exc})")
+            continue
+        batches = [
+            session.inputs(_step_rows(cfg, session.n_rows, s), s, device)
+            for s in range(args.steps + args.warmup)
+        ]
+        benches[name] = _Bench(cfg, session.net, batches, device)
+    return benches
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--modality", default="ehr", choices=["ehr", "text", "multimodal"])
+    parser.add_argument("--text-encoder", default="pretrained", choices=["pretrained", "small"])
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--labels", type=Path, default=None)
     parser.add_argument("--steps", type=int, default=20)
@@ -95,25 +157,18 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(m for m in METHODS if m != "random"))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    data_dir = args.data
-    if data_dir is None:
-        from densefeat.data.eunomia import eunomia_meds
-
-        data_dir = eunomia_meds()
     device = torch.device(args.device)
-    base = TrainConfig(batch_size=args.batch_size, max_len=args.max_len, device=args.device)
-    builder, pairs = prepare_data(base, data_dir, None)
-    benches = {}
-    for name in args.methods.split(","):
-        cfg = base.replace(method=name)
-        if get_method(name).needs_labels:
-            if args.labels is None:
-                print(f"{name:>10}: skipped (needs --labels)")
-                continue
-            builder, data = prepare_data(cfg, data_dir, args.labels, builder)
-        else:
-            data = pairs
-        benches[name] = _Bench(cfg, builder, data, device, args.steps + args.warmup)
+    base = TrainConfig(
+        modality=args.modality,
+        batch_size=args.batch_size,
+        max_len=args.max_len,
+        device=args.device,
+        text_encoder=args.text_encoder,
+    ).replace(**parse_overrides(args.overrides))
+    if args.modality == "ehr":
+        benches = _ehr_benches(args, base, device)
+    else:
+        benches = _session_benches(args, base, device)
     # The encoder trims each batch to its longest history, so batches differ in length, and
     # cuDNN attention builds (and caches, process-wide) an execution plan per new shape, which
     # costs milliseconds of CPU time. One untimed pass over every batch fills those caches, so
@@ -135,6 +190,7 @@ def main() -> None:
         ratio = results["dense"]["step_ms_median"] / results["vicreg"]["step_ms_median"]
         print(f"dense / vicreg step time: {ratio:.3f} (target <= 1.10)")
     report = {
+        "modality": args.modality,
         "results": results,
         "config": base.to_dict(),
         "device": args.device,

@@ -243,3 +243,42 @@ def test_benchmark_cli_bad_input_exits_2_and_writes_nothing(tmp_path: Path, caps
     assert main(["benchmark", "--out", str(out), "--modality", "text"]) == 2
     assert main(["benchmark", "--out", str(out), "--set", "seed=3"]) == 2
     assert not out.exists()
+
+
+def test_a_run_is_reused_only_under_the_same_identity(bench: dict[str, Any]) -> None:
+    """Config, dataset content, labels and benchmark version all gate reuse (runs._state)."""
+    from densefeat.benchmark.config import RunSpec
+    from densefeat.benchmark.runs import _state, run_config
+
+    out, res = bench["out"], bench["res"]
+    run_dir = out / "runs" / "dense" / "seed0"
+    identity = json.loads((run_dir / "benchmark.json").read_text())
+    assert set(identity) == {"benchmark_version", "dataset"}
+    cfg = run_config(RunSpec("dense", "dense", 0), _config())
+    data = res["dataset"]["path"]
+    assert _state(run_dir, cfg, data, None, identity) == "done"
+    assert _state(run_dir, cfg, data, None, {**identity, "dataset": "other"}) == "fresh"
+    assert _state(run_dir, cfg.replace(max_steps=5), data, None, identity) == "fresh"
+    assert _state(run_dir, cfg, data + "/elsewhere", None, identity) == "fresh"
+    sup = json.loads((out / "runs" / "supervised" / "seed0" / "benchmark.json").read_text())
+    assert sup["labels"].startswith(f"{TASK}:")  # the supervised labels' content hash
+
+
+def test_dataset_fingerprint_sees_a_reconversion(data: Path, tmp_path: Path) -> None:
+    from densefeat.benchmark.run import _dataset_fingerprint
+    from densefeat.data.meds import read_meds_dataset
+
+    copy = tmp_path / "meds"
+    shutil.copytree(data, copy)
+    before = _dataset_fingerprint(read_meds_dataset(copy), copy)
+    assert before == _dataset_fingerprint(read_meds_dataset(copy), copy)
+    first = sorted((copy / "data").rglob("*.parquet"))[0]
+    frame = pl.read_parquet(first)
+    frame.head(frame.height - 1).write_parquet(first)  # one event fewer, same path
+    assert _dataset_fingerprint(read_meds_dataset(copy), copy) != before
+
+
+@pytest.mark.parametrize("key", ["epochs", "max_steps", "seed", "method", "modality"])
+def test_benchmark_refuses_overrides_that_break_the_equal_budget(key: str) -> None:
+    with pytest.raises(ValueError, match=key):
+        _config(train={key: 2})

@@ -11,16 +11,30 @@ method         inputs      head and loss
 ``simclr``     pairs       projector; :class:`~densefeat.losses.InfoNCELoss` (temperature)
 ``vicreg``     pairs       projector; :class:`~densefeat.losses.VICRegLoss` (25 / 25 / 1)
 ``barlow``     pairs       projector; :class:`~densefeat.losses.BarlowTwinsLoss` (lambda 5e-3)
-``masked``     pairs       next-event code prediction on the causal per-event states,
-                           cross-entropy (the generative family; CLMBR-style)
+``masked``     pairs       next-event code prediction on the causal per-event states (EHR),
+                           masked-token prediction (small text encoder); cross-entropy
+                           (the generative family; CLMBR- / BERT-style)
 ``supervised`` labels      :class:`~densefeat.models.heads.LinearClassifier`, BCE on labels
 ``random``     none        no training: the untrained encoder
 =============  ==========  ===================================================================
 
-"pairs" are window pairs ``(t, t1)`` of one subject; the encoder embeds both cut-offs in ONE
-causal pass over the history at ``t1`` (:meth:`EHREncoder.forward_at`). ``masked`` reads the
-per-event states of that same pass, so it also costs one pass per pair; ``supervised`` costs
-one pass per labelled row.
+"pairs" are two embeddings of the same subject or note, built per modality (the training
+package prepares the inputs; :func:`backbone_pairs` reads them):
+
+* EHR: window pairs ``(t, t1)`` of one subject; the encoder embeds both cut-offs in ONE causal
+  pass over the history at ``t1`` (:meth:`EHREncoder.forward_at`).
+* text: two stochastic views of one note, or a note and the same subject's next note; the 2B
+  texts go through the text encoder in one call (two text encodings per pair).
+* multimodal: the codes and notes embeddings of one record at one time
+  (``pairs="modalities"``, one pass), or the fused embedding at ``t`` and ``t1``
+  (``pairs="windows"``, one pass over 2B rows).
+
+``masked`` is next-event code prediction on EHR (and on the codes encoder of a multimodal
+record; its notes side gets no gradient) and masked-token prediction with the small text
+encoder (the pretrained MiniLM ships without its masked-LM head); it reads the per-event or
+per-token states of one pass. Its loss is the exact mean over the GLOBAL batch's tokens (the
+token count is all-reduced), so a DDP step equals the single-process step. ``supervised`` costs
+one pass per labelled row and trains one logit per label (BCE; one-vs-rest for several labels).
 
 A method reads its hyperparameters by attribute from the training config (any object with the
 named attributes; :class:`densefeat.train.TrainConfig` in practice), so this module does not
@@ -41,7 +55,7 @@ from .data.history import PAD_ID
 from .losses import BarlowTwinsLoss, DenseFeatureLoss, InfoNCELoss, VICRegLoss
 from .models.heads import LinearClassifier, ProjectionHead
 
-__all__ = ["METHODS", "Method", "get_method"]
+__all__ = ["METHODS", "Method", "backbone_pairs", "backbone_rows", "get_method"]
 
 #: A loss: ``(outputs, inputs) -> (loss, terms)``; terms are detached 0-d tensors for the log
 #: (tensors, not floats: a float() per term would be a host-device sync per step on GPU).
@@ -56,7 +70,9 @@ class Method:
         name: registry key.
         inputs: ``"pairs"`` (window pairs), ``"labels"`` (labelled rows) or ``"none"``.
         needs_labels: the method needs ``--labels``.
-        build_head: ``(config, d_model, vocab_size) -> head module`` (None: no head).
+        build_head: ``(config, d_model, vocab_size, n_outputs=1) -> head module`` (None: no
+            head); ``vocab_size`` is the code (EHR) or token (text) vocabulary, ``n_outputs``
+            the number of labels.
         forward: ``(encoder, head, inputs) -> outputs`` (one encoder pass; runs inside DDP).
         build_loss: ``config -> loss function`` (runs outside DDP: global-batch collectives).
         uses_all_parameters: False when some encoder parameters get no gradient (DDP must
@@ -67,7 +83,7 @@ class Method:
     name: str
     inputs: str
     needs_labels: bool
-    build_head: Callable[[Any, int, int], nn.Module | None]
+    build_head: Callable[..., nn.Module | None]
     forward: Callable[[nn.Module, nn.Module | None, dict[str, Any]], dict[str, Tensor]]
     build_loss: Callable[[Any], LossFn] | None
     uses_all_parameters: bool = True
@@ -82,37 +98,87 @@ class Method:
 # ---- heads ------------------------------------------------------------------------------------
 
 
-def _projector(cfg: Any, d_model: int, vocab_size: int) -> nn.Module:
+def _projector(cfg: Any, d_model: int, vocab_size: int, n_outputs: int = 1) -> nn.Module:
     return ProjectionHead(
         d_model, cfg.proj_hidden, cfg.proj_dim, n_layers=cfg.proj_layers, norm=cfg.projector_norm
     )
 
 
-def _code_head(cfg: Any, d_model: int, vocab_size: int) -> nn.Module:
+def _code_head(cfg: Any, d_model: int, vocab_size: int, n_outputs: int = 1) -> nn.Module:
     return nn.Linear(d_model, vocab_size)
 
 
-def _classifier(cfg: Any, d_model: int, vocab_size: int) -> nn.Module:
-    return LinearClassifier(d_model, 1)
+def _classifier(cfg: Any, d_model: int, vocab_size: int, n_outputs: int = 1) -> nn.Module:
+    return LinearClassifier(d_model, n_outputs)
 
 
-def _no_head(cfg: Any, d_model: int, vocab_size: int) -> None:
+def _no_head(cfg: Any, d_model: int, vocab_size: int, n_outputs: int = 1) -> None:
     return None
 
 
 # ---- forwards (one encoder pass each) ---------------------------------------------------------
 
 
+def backbone_pairs(encoder: nn.Module, inputs: dict[str, Any]) -> Tensor:
+    """(B, 2, d) backbone embeddings of both sides of B pairs, in one encoder call.
+
+    The kind of pair is read from the inputs (see the module docstring): ``cutoffs`` (EHR
+    windows), ``texts`` (2B texts, side a then side b) or ``mm`` (a multimodal batch with
+    ``pairs`` = ``"modalities"``, or 2B rows for ``"windows"``).
+    """
+    if "cutoffs" in inputs:
+        return encoder.forward_at(inputs["batch"], inputs["cutoffs"])
+    if "texts" in inputs:
+        z = encoder(inputs["texts"])
+        b = z.shape[0] // 2
+        return torch.stack([z[:b], z[b:]], dim=1)
+    if "mm" in inputs:
+        fused, per = encoder(inputs["mm"])
+        if inputs["pairs"] == "modalities":
+            return torch.stack([per["codes"], per["notes"]], dim=1)
+        b = fused.shape[0] // 2
+        return torch.stack([fused[:b], fused[b:]], dim=1)
+    raise ValueError(f"no pair inputs among {sorted(inputs)}")
+
+
+def backbone_rows(encoder: nn.Module, inputs: dict[str, Any]) -> Tensor:
+    """(B, d) backbone embeddings of B rows (texts, multimodal records or EHR histories)."""
+    if "texts" in inputs:
+        return encoder(inputs["texts"])
+    if "mm" in inputs:
+        return encoder(inputs["mm"])[0]
+    return encoder(inputs["batch"])
+
+
 def _forward_pairs(encoder: nn.Module, head: nn.Module | None, inputs: dict[str, Any]) -> dict:
-    z = encoder.forward_at(inputs["batch"], inputs["cutoffs"])  # (B, 2, d): t and t1
+    z = backbone_pairs(encoder, inputs)  # (B, 2, d): side a and side b
     b = z.shape[0]
     p = head(z.flatten(0, 1)).view(b, 2, -1)  # type: ignore[misc]
     return {"za": p[:, 0], "zb": p[:, 1]}
 
 
+def _forward_tokens(encoder: nn.Module, head: nn.Module | None, inputs: dict[str, Any]) -> dict:
+    """Masked-token prediction with the small text encoder (BERT-style, no [MASK] embedding).
+
+    A masked position's input is the padding id, whose embedding is the zero vector, so it
+    carries only its position; it stays visible to attention (it is not padding) and its final
+    state predicts the original token id (hash bucket).
+    """
+    ids, real, masked = inputs["token_ids"], inputs["token_mask"], inputs["mlm_mask"]
+    x_ids = ids.masked_fill(masked, encoder.pad_id)
+    positions = torch.arange(ids.shape[1], device=ids.device)
+    x = encoder.token_embedding(x_ids) + encoder.position_embedding(positions)
+    states = encoder.transformer(x, src_key_padding_mask=~real)
+    return {"logits": head(states[masked]), "target": ids[masked]}  # type: ignore[misc]
+
+
 def _forward_events(encoder: nn.Module, head: nn.Module | None, inputs: dict[str, Any]) -> dict:
+    if "token_ids" in inputs:
+        return _forward_tokens(encoder, head, inputs)
+    # A multimodal encoder: next-event prediction trains its codes (EHR) encoder only.
+    ehr = getattr(encoder, "ehr_encoder", encoder)
     batch = inputs["batch"]
-    states = encoder.event_states(batch)  # (B, L, d), causal
+    states = ehr.event_states(batch)  # (B, L, d), causal
     # The state at event p predicts the code of event p + 1 (both real events).
     target = batch.codes[:, 1:]
     keep = batch.mask[:, 1:] & batch.mask[:, :-1]
@@ -121,7 +187,9 @@ def _forward_events(encoder: nn.Module, head: nn.Module | None, inputs: dict[str
 
 
 def _forward_labels(encoder: nn.Module, head: nn.Module | None, inputs: dict[str, Any]) -> dict:
-    return {"logits": head(encoder(inputs["batch"])).squeeze(-1)}  # type: ignore[misc]
+    logits = head(backbone_rows(encoder, inputs))  # type: ignore[misc]
+    # One label: (B,), as the labels; several (one-vs-rest): (B, k).
+    return {"logits": logits.squeeze(-1) if logits.shape[-1] == 1 else logits}
 
 
 def _forward_none(encoder: nn.Module, head: nn.Module | None, inputs: dict[str, Any]) -> dict:
@@ -159,23 +227,47 @@ def _barlow_loss(cfg: Any) -> LossFn:
     return _pair_loss(BarlowTwinsLoss(cfg.barlow_lambda))
 
 
+def _world() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def _masked_loss(cfg: Any) -> LossFn:
     def loss_fn(out: dict[str, Tensor], inputs: dict[str, Any]) -> tuple[Tensor, dict]:
         logits, target = out["logits"].float(), out["target"]
-        if target.numel() == 0:
-            # A batch of single-event histories: nothing to predict, but keep the graph (DDP).
-            return logits.sum() * 0.0, {}
-        # Local mean; DDP averages the gradients over ranks (equal token counts per rank are
-        # not guaranteed, so this is a mean of per-rank means, stated in the docs).
-        loss = F.cross_entropy(logits, target, ignore_index=PAD_ID)
-        acc = (logits.argmax(-1) == target).float().mean()
-        return loss, {"accuracy": acc.detach()}
+        total = F.cross_entropy(logits, target, ignore_index=PAD_ID, reduction="sum")
+        stats = torch.stack(
+            [
+                total.detach(),
+                (target != PAD_ID).sum().to(total.dtype),
+                (logits.argmax(-1) == target).sum().to(total.dtype)
+                if target.numel()
+                else total.new_zeros(()),
+            ]
+        )
+        world = _world()
+        if world > 1:
+            import torch.distributed as dist
+
+            # Counts carry no gradient: a plain all_reduce of detached numbers is exact here.
+            dist.all_reduce(stats)
+        global_sum, count, correct = stats.unbind()
+        count = count.clamp_min(1.0)  # a global batch of single-event histories: loss 0
+        # The exact mean over the GLOBAL batch's tokens. Value: global_sum / count on every
+        # rank. Gradient: world * d(local sum) / count, which DDP's average over ranks turns
+        # into d(global sum) / count, the single-process gradient of the global batch.
+        local = total * (world / count)
+        loss = local - local.detach() + global_sum / count
+        return loss, {"accuracy": correct / count, "tokens": count}
 
     return loss_fn
 
 
 def _supervised_loss(cfg: Any) -> LossFn:
     def loss_fn(out: dict[str, Tensor], inputs: dict[str, Any]) -> tuple[Tensor, dict]:
+        # Mean over rows (and labels): per-rank means averaged by DDP equal the global mean
+        # because every rank holds the same number of rows.
         y = inputs["labels"].to(out["logits"].device, torch.float32)
         return F.binary_cross_entropy_with_logits(out["logits"].float(), y), {}
 
@@ -193,10 +285,11 @@ METHODS: dict[str, Method] = {
     "dense": _pair_method(
         "dense", _dense_loss, "dense-feature objective (spectral + orthogonality + subspace)"
     ),
-    "simclr": _pair_method("simclr", _simclr_loss, "SimCLR / InfoNCE on window pairs"),
-    "vicreg": _pair_method("vicreg", _vicreg_loss, "VICReg (25/25/1) on window pairs"),
-    "barlow": _pair_method("barlow", _barlow_loss, "Barlow Twins (lambda 5e-3) on window pairs"),
-    # The readout and cut-off context of the encoder are not used by next-event prediction.
+    "simclr": _pair_method("simclr", _simclr_loss, "SimCLR / InfoNCE on the pairs"),
+    "vicreg": _pair_method("vicreg", _vicreg_loss, "VICReg (25/25/1) on the pairs"),
+    "barlow": _pair_method("barlow", _barlow_loss, "Barlow Twins (lambda 5e-3) on the pairs"),
+    # Next-event prediction does not use the EHR encoder's readout and cut-off context, nor
+    # masked-token prediction the small text encoder's output Linear.
     "masked": Method(
         "masked",
         "pairs",
@@ -205,7 +298,7 @@ METHODS: dict[str, Method] = {
         _forward_events,
         _masked_loss,
         False,
-        "next-event code prediction (cross-entropy; generative family)",
+        "next-event code / masked-token prediction (cross-entropy; generative family)",
     ),
     "supervised": Method(
         "supervised",
@@ -215,7 +308,7 @@ METHODS: dict[str, Method] = {
         _forward_labels,
         _supervised_loss,
         True,
-        "binary cross-entropy on task labels (needs --labels)",
+        "binary cross-entropy on task labels (--labels, or a note table's label columns)",
     ),
     "random": Method(
         "random", "none", False, _no_head, _forward_none, None, True, "untrained encoder"

@@ -17,12 +17,20 @@ from ..methods import METHODS
 
 __all__ = [
     "ABLATIONS",
+    "BENCHMARK_VERSION",
     "DEFAULT_METHODS",
     "PERTURBATIONS",
     "BenchmarkConfig",
     "RunSpec",
     "fingerprint",
 ]
+
+#: Bumped whenever training or evaluation changes meaning (window rules, metrics, protocol):
+#: part of every run's and evaluation's identity, so a rerun never reuses results of older code.
+BENCHMARK_VERSION = 2
+
+#: TrainConfig keys a benchmark sets itself (the budget must be equal for every method).
+RESERVED_KEYS = ("method", "seed", "max_steps", "epochs", "modality")
 
 #: The comparison's methods, in the order of the table (DESIGN.md Baselines).
 DEFAULT_METHODS = ("dense", "simclr", "vicreg", "barlow", "masked", "supervised", "random")
@@ -87,7 +95,8 @@ class BenchmarkConfig:
         draws: draws per k-shot size.
         bootstrap: patient-level bootstrap resamples of every CI.
         perturbations: ``(name, level)`` test-time perturbations.
-        jitter_days: the time-jitter scale: 1 day (EHR) or 1/24 (ICU hours).
+        jitter_days: the time-jitter scale in days; None: 1/24 (one hour) for ICU data
+            converted by ``densefeat convert physionet2019``, else 1 day (DESIGN.md).
         supervised_task: the task whose training labels ``supervised`` trains on (default: the
             first task).
         tasks: only these tasks (default: all).
@@ -106,7 +115,7 @@ class BenchmarkConfig:
     draws: int = 5
     bootstrap: int = 1000
     perturbations: tuple[tuple[str, float], ...] = PERTURBATIONS
-    jitter_days: float = 1.0
+    jitter_days: float | None = None
     supervised_task: str | None = None
     tasks: tuple[str, ...] | None = None
     scale: str = "full"
@@ -119,6 +128,14 @@ class BenchmarkConfig:
         bad = [a for a in self.ablations if a not in ABLATIONS]
         if bad:
             raise ValueError(f"unknown ablation(s) {bad}; choose from {list(ABLATIONS)}")
+        reserved = sorted(set(self.train) & set(RESERVED_KEYS))
+        if reserved:
+            raise ValueError(
+                f"--set {reserved[0]}=...: the benchmark sets {', '.join(RESERVED_KEYS)} itself "
+                "(the same budget for every method)"
+            )
+        if self.jitter_days is not None and self.jitter_days <= 0:
+            raise ValueError(f"--jitter-days must be > 0, got {self.jitter_days}")
         if not self.methods:
             raise ValueError("--methods: at least one method")
         for name in ("seeds", "budget", "k", "draws", "bootstrap"):

@@ -8,6 +8,7 @@ and are scored on ``held_out`` rows; geometry, robustness and temporal stability
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,10 +16,11 @@ import numpy as np
 import polars as pl
 import torch
 
-from ..data.history import EventStore
+from ..data.history import EventStore, HistoryBuilder
+from ..data.meds import MedsDataset
 from ..eval.bootstrap import weighted_auroc
 from ..eval.probe import LinearProbe, kshot_probe, probe_split, whiten
-from ..eval.robustness import embed_perturbed, embedding_drift
+from ..eval.robustness import _embed_perturbed, embedding_drift
 from ..eval.temporal import temporal_stability
 from .config import BenchmarkConfig, RunSpec
 from .embedding import embed, load_network
@@ -30,14 +32,28 @@ __all__ = ["Context", "RunResult", "evaluate_features", "evaluate_run"]
 
 @dataclass
 class Context:
-    """What every run's evaluation shares."""
+    """What every run's evaluation shares.
+
+    ``store_for(builder)`` encodes the dataset with a run's own builder (vocabulary and
+    numeric statistics): runs of one benchmark normally share one, encoded once, but a run
+    must never be fed code ids of another vocabulary.
+    """
 
     bench: BenchmarkConfig
-    store: EventStore
+    dataset: MedsDataset
+    builder: HistoryBuilder
     eval_rows: EvalRows
     tasks: list[Task]
     held_out_subjects: np.ndarray
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    _stores: dict[str, EventStore] = field(default_factory=dict, repr=False)
+
+    def store_for(self, builder: HistoryBuilder) -> EventStore:
+        """The dataset encoded with ``builder`` (cached per distinct builder)."""
+        key = json.dumps(builder.to_dict(), sort_keys=True, default=str)
+        if key not in self._stores:
+            self._stores[key] = builder.encode(self.dataset)
+        return self._stores[key]
 
 
 @dataclass
@@ -72,7 +88,11 @@ def _probe_task(
     rows = ctx.eval_rows.task_rows[task.name]
     tr, va, te = (_task_arrays(rows, s) for s in ("train", "tuning", "held_out"))
     if whitened:
-        z = whiten(z[tr["row"]], z)
+        # ZCA statistics from the label-independent uniform sample of training rows (never
+        # from the task's positives), the same for every task.
+        rows_all = ctx.eval_rows.rows
+        fit = ((rows_all["split"] == "train") & rows_all["uniform"]).to_numpy()
+        z = whiten(z[fit] if fit.sum() > z.shape[1] else z[tr["row"]], z)
     base = {"method": name, "seed": seed, "task": task.name}
     emb = "whitened" if whitened else "raw"
     full, probe, scores = probe_split(
@@ -121,10 +141,11 @@ def evaluate_features(name: str, z: np.ndarray, ctx: Context) -> RunResult:
 def evaluate_run(spec: RunSpec, run_dir, ctx: Context, say=lambda text: None) -> RunResult:
     """Every per-run measurement of the benchmark (see the module docstring)."""
     bench = ctx.bench
-    cfg, _, net = load_network(run_dir)
+    cfg, builder, net = load_network(run_dir)
     net.to(ctx.device)
+    store = ctx.store_for(builder)
     rows = ctx.eval_rows.rows
-    zb, zp = embed(net, ctx.store, rows, cfg.max_len, device=ctx.device)
+    zb, zp = embed(net, store, rows, cfg.max_len, device=ctx.device)
     held = (rows["split"] == "held_out").to_numpy()
     base = {"method": spec.name, "seed": spec.seed}
     records: dict[str, list[dict[str, Any]]] = {
@@ -159,15 +180,17 @@ def evaluate_run(spec: RunSpec, run_dir, ctx: Context, say=lambda text: None) ->
         position = np.full(len(rows), -1)
         position[index] = np.arange(index.size)
         for p, level in bench.perturbations:
-            zp_ = embed_perturbed(
+            zp_, n_in, n_out = _embed_perturbed(
                 net.encoder,
-                ctx.store,
+                store,
                 held_rows,
                 cfg.max_len,
                 p,
                 level * (bench.jitter_days if p == "time_jitter" else 1.0),
-                seed=spec.seed,
-                device=ctx.device,
+                spec.seed,
+                512,
+                ctx.device,
+                {},
             )
             drift = embedding_drift(zb[held], zp_, bench.k)
             for task in ctx.tasks:
@@ -185,15 +208,21 @@ def evaluate_run(spec: RunSpec, run_dir, ctx: Context, say=lambda text: None) ->
                         "auroc_drop": clean_auroc[task.name] - auroc,
                         **{
                             key: float(drift[key])
-                            for key in ("cosine_drift", "relative_drift", "subspace_distance")
+                            for key in (
+                                "cosine_drift",
+                                "relative_drift",
+                                "subspace_distance",
+                                "chance",
+                            )
                         },
+                        "event_fraction_kept": n_out / max(n_in, 1),
                     }
                 )
 
     say(f"{spec.key}: temporal stability")
     stab = temporal_stability(
         net.encoder,
-        ctx.store,
+        store,
         k=bench.k,
         every=cfg.window_days,
         subjects=ctx.held_out_subjects,

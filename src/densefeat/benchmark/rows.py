@@ -132,7 +132,10 @@ class EvalRows:
     """The rows every method embeds, and each task's view of them.
 
     Attributes:
-        rows: ``subject_id, prediction_time, split`` (unique, sorted): embed these.
+        rows: ``subject_id, prediction_time, split, uniform`` (unique, sorted): embed these.
+            ``uniform`` marks the rows of the label-independent uniform sample (hash below
+            the rate): statistics that must not depend on any label (the whitening of the
+            benchmark's "whitened" control) are fitted on those training rows.
         task_rows: task name -> ``row`` (index into ``rows``), ``boolean_value``, ``split``,
             ``weight`` (1, or ``1 / rate`` on subsampled negatives).
         rate: the negative sampling rate (1.0 without a cap).
@@ -141,6 +144,19 @@ class EvalRows:
     rows: pl.DataFrame
     task_rows: dict[str, pl.DataFrame]
     rate: float
+
+    def skip_reason(self, task: str) -> str | None:
+        """Why ``task`` cannot be probed on these rows (a class missing in a split), or None."""
+        rows = self.task_rows[task]
+        for split in SPLITS:
+            y = rows.filter(pl.col("split") == split)["boolean_value"]
+            pos, neg = int(y.sum()), int((~y).sum())
+            if min(pos, neg) < MIN_PER_CLASS:
+                return (
+                    f"fewer than {MIN_PER_CLASS} positives or negatives in split {split!r} "
+                    f"among the evaluation rows ({pos} positive, {neg} negative)"
+                )
+        return None
 
 
 def select_eval_rows(tasks: list[Task], max_times: int, seed: int = 0) -> EvalRows:
@@ -167,6 +183,10 @@ def select_eval_rows(tasks: list[Task], max_times: int, seed: int = 0) -> EvalRo
         .sort(keys)
         .with_row_index("row")
     )
+    u_rows = _uniform(
+        rows["subject_id"].to_numpy(), rows["prediction_time"].cast(pl.Int64).to_numpy(), seed
+    )
+    rows = rows.with_columns(uniform=pl.Series(u_rows < rate))
     task_rows = {
         name: f.join(rows.select(*keys, "row"), on=keys, how="left")
         .select("row", "subject_id", "prediction_time", "split", "boolean_value", "weight")

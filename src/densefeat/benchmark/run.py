@@ -25,6 +25,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,9 @@ import torch
 
 from .. import __version__
 from ..data.history import HistoryBuilder
-from ..data.meds import read_meds_dataset
+from ..data.meds import MedsDataset, read_meds_dataset
 from ..train.checkpoint import latest_checkpoint
-from .config import BenchmarkConfig, RunSpec, fingerprint
+from .config import BENCHMARK_VERSION, BenchmarkConfig, RunSpec, fingerprint
 from .evaluate import Context, RunResult, evaluate_features, evaluate_run
 from .rows import Task, load_tasks, select_eval_rows
 from .runs import ensure_run, run_config
@@ -89,11 +90,30 @@ def _load_eval(path: Path, fp: str) -> RunResult | None:
         saved = json.loads(path.read_text())
     except json.JSONDecodeError:
         return None
-    if saved.get("fingerprint") != fp:
+    if not isinstance(saved, dict) or saved.get("fingerprint") != fp or "records" not in saved:
         return None
-    with np.load(npz, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
+    try:
+        with np.load(npz, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError):
+        return None  # a damaged array file: recompute
     return RunResult(saved["records"], arrays)
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=12)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _dataset_fingerprint(ds: MedsDataset, root: Path) -> str:
+    """What identifies the dataset's content: its metadata, splits and the data files' names,
+    sizes and modification times (a re-conversion at the same path changes it)."""
+    files = sorted((root / "data").rglob("*.parquet")) + sorted((root / "metadata").glob("*"))
+    stats = [(str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    return fingerprint(ds.metadata, stats)
 
 
 def _task_fingerprint(task: Task) -> str:
@@ -181,7 +201,7 @@ def run_benchmark(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory")
-    data_dir = str(data_dir)
+    data_dir = str(Path(data_dir).resolve())
     ds = read_meds_dataset(data_dir)
     out.mkdir(parents=True, exist_ok=True)
     tasks_all = load_tasks(ds, data_dir, labels, out, bench.tasks)
@@ -202,32 +222,55 @@ def run_benchmark(
                     f"--supervised-task {bench.supervised_task!r} is not a usable task {names}"
                 )
             sup_task = next(t for t in tasks if t.name == (bench.supervised_task or names[0]))
-    sup_labels = None
+    data_fp = _dataset_fingerprint(ds, Path(data_dir))
+    identity = {"benchmark_version": BENCHMARK_VERSION, "dataset": data_fp}
+    sup_labels, sup_identity = None, identity
     if sup_task is not None:
+        # Rewritten every time (atomically): its content hash is part of the supervised runs'
+        # identity, so changed labels retrain supervised instead of reusing the old run.
         sup_labels = out / "labels" / f"{sup_task.name}.supervised.parquet"
         sup_labels.parent.mkdir(parents=True, exist_ok=True)
-        if not sup_labels.is_file():
-            tmp = sup_labels.with_suffix(".tmp")
-            sup_task.labels.select("subject_id", "prediction_time", "boolean_value").write_parquet(
-                tmp
-            )
-            os.replace(tmp, sup_labels)
+        fd, tmp = tempfile.mkstemp(dir=sup_labels.parent, suffix=".parquet.tmp")
+        os.close(fd)
+        sup_task.labels.select("subject_id", "prediction_time", "boolean_value").write_parquet(tmp)
+        _publish(tmp, sup_labels)
+        sup_identity = {**identity, "labels": _task_fingerprint(sup_task)}
 
+    if bench.jitter_days is None:
+        # ICU stays are hourly: +-1 hour; EHR data +-1 day (DESIGN.md Robustness).
+        icu = ds.metadata.get("etl_name") == "densefeat.physionet2019"
+        bench = replace(bench, jitter_days=1 / 24 if icu else 1.0)
     device = _device(bench)
     ev = select_eval_rows(tasks, bench.max_eval_times)
-    # The store every run is evaluated on; runs fit the same builder (training split, same
-    # max_len and min_code_subjects), and a run whose builder differs gets its own below.
+    # A task can lose a class in a split when its negatives are subsampled: re-check.
+    kept = []
+    for t in tasks:
+        reason = ev.skip_reason(t.name)
+        if reason is None:
+            kept.append(t)
+        else:
+            skipped.append({"task": t.name, "reason": reason})
+            say(f"task {t.name} skipped: {reason}")
+    if len(kept) < len(tasks):
+        tasks = kept
+        ev = select_eval_rows(tasks, bench.max_eval_times)
+    # The store the runs are evaluated on. Every run fits the same builder (training split,
+    # same max_len and min_code_subjects); a run whose saved builder differs is evaluated on a
+    # store of its own (Context.store_for).
     cfg0 = run_config(specs[0], bench)
     builder = HistoryBuilder.fit(
         ds, split="train", max_len=cfg0.max_len, min_subjects=cfg0.min_code_subjects
     )
-    store = builder.encode(ds)
     held_ids = ds.split_ids("held_out").to_numpy()
-    ctx = Context(bench, store, ev, tasks, held_ids, device)
+    ctx = Context(bench, ds, builder, ev, tasks, held_ids, device)
     eval_settings = {
-        k: v for k, v in bench.to_dict().items() if k not in ("methods", "ablations", "seeds")
+        k: v
+        for k, v in bench.to_dict().items()
+        if k not in ("methods", "ablations", "seeds", "device", "scale")
     }
     eval_fp_base = [
+        BENCHMARK_VERSION,
+        data_fp,
         eval_settings,
         [_task_fingerprint(t) for t in tasks],
         ev.rows.height,
@@ -259,6 +302,7 @@ def run_benchmark(
             data_dir,
             out / "runs",
             sup_labels,
+            identity=sup_identity if spec.method == "supervised" else identity,
             on_step=(lambda s, bar=bar: progress.update(bar, completed=s))
             if bar is not None
             else None,
@@ -266,7 +310,11 @@ def run_benchmark(
         if bar is not None:
             progress.update(bar, completed=bench.budget)
         ckpt = latest_checkpoint(run_dir)
-        fp = fingerprint(eval_fp_base, json.loads((run_dir / "config.json").read_text()), ckpt.name)
+        fp = fingerprint(
+            eval_fp_base,
+            json.loads((run_dir / "config.json").read_text()),
+            _file_hash(ckpt / "model.safetensors"),
+        )
         eval_path = out / "eval" / spec.name / f"seed{spec.seed}.json"
         result = _load_eval(eval_path, fp)
         if result is None:
@@ -323,6 +371,17 @@ def run_benchmark(
     if tasks:
         shared = _shared_resamples(ctx, bench.bootstrap, seed=12345)
 
+        seed_rng = np.random.default_rng(54321)
+
+        def over_seeds(per_seed: list[np.ndarray]) -> np.ndarray | None:
+            # Two-level bootstrap: each resample also redraws the seeds (with replacement),
+            # so the interval carries training-seed variation, not only patient sampling.
+            if not per_seed:
+                return None
+            stack = np.stack(per_seed)  # (S, B)
+            pick = seed_rng.integers(0, stack.shape[0], size=stack.shape)
+            return np.take_along_axis(stack, pick, axis=0).mean(axis=0)
+
         def resampled_auroc(method: str) -> np.ndarray | None:
             per_seed = []
             for (m, _), arr in arrays.items():
@@ -333,7 +392,7 @@ def run_benchmark(
                     for t in tasks
                 ]
                 per_seed.append(np.mean(per_task, axis=0))
-            return np.mean(per_seed, axis=0) if per_seed else None
+            return over_seeds(per_seed)
 
         def resampled_drop(method: str) -> np.ndarray | None:
             per_seed = []
@@ -348,7 +407,7 @@ def run_benchmark(
                         pert = weighted_auroc(arr[f"robust/{p}/{level}/{t.name}"], y, w)
                         drops.append(clean - pert)
                 per_seed.append(np.mean(drops, axis=0))
-            return np.mean(per_seed, axis=0) if per_seed else None
+            return over_seeds(per_seed)
 
         comparison = {
             "endpoint": "probe_auroc_macro",
@@ -405,6 +464,7 @@ def run_benchmark(
         },
         "run_seconds": run_seconds,
         "tasks": [_task_summary(t, ev) for t in tasks],
+        "jitter_days": bench.jitter_days,
         "tasks_skipped": skipped,
         **results,
         "reference": reference,

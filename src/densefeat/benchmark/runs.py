@@ -7,8 +7,13 @@ rerun:
   is at the budget: reused as is;
 * same config, checkpoint before the budget (the benchmark was killed mid-run): resumed
   (exact, see :mod:`densefeat.train.loop`);
-* anything else (another budget, seed, dataset, override, or a run killed before its first
-  checkpoint): deleted and trained again, so stale results are never mixed with new ones.
+* anything else (another budget, seed, override, dataset content, supervised labels or
+  benchmark version, or a run killed before its first checkpoint): deleted and trained again,
+  so stale results are never mixed with new ones.
+
+Besides the run's own ``config.json``, ``RUN/benchmark.json`` holds its *identity*: the
+dataset fingerprint, the hash of the supervised labels and the benchmark version (written
+before training starts, so a half-trained run is only resumed under the same identity).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..methods import get_method
-from ..train.checkpoint import latest_checkpoint
+from ..train.checkpoint import latest_checkpoint, write_json_atomic
 from ..train.config import TrainConfig
 from .config import BenchmarkConfig, RunSpec
 
@@ -50,14 +55,22 @@ def _comparable(train: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in train.items() if k not in _VOLATILE}
 
 
-def _state(run_dir: Path, cfg: TrainConfig, data_dir: str, labels: str | None) -> str:
-    """``"done"``, ``"resume"`` or ``"fresh"`` (see the module docstring)."""
-    config = run_dir / "config.json"
-    if not config.is_file():
-        return "fresh"
+_IDENTITY = "benchmark.json"
+
+
+def _read_json(path: Path) -> Any:
     try:
-        saved = json.loads(config.read_text())
-    except json.JSONDecodeError:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _state(
+    run_dir: Path, cfg: TrainConfig, data_dir: str, labels: str | None, identity: dict
+) -> str:
+    """``"done"``, ``"resume"`` or ``"fresh"`` (see the module docstring)."""
+    saved = _read_json(run_dir / "config.json")
+    if not isinstance(saved, dict) or _read_json(run_dir / _IDENTITY) != identity:
         return "fresh"
     same = (
         _comparable(saved.get("train", {})) == _comparable(cfg.to_dict())
@@ -78,20 +91,27 @@ def ensure_run(
     runs_dir: Path,
     labels: str | os.PathLike[str] | None,
     on_step: Callable[[int], None] | None = None,
+    identity: dict[str, Any] | None = None,
 ) -> tuple[Path, str]:
-    """Train ``spec`` (or reuse/resume it) and return ``(run_dir, what_happened)``."""
+    """Train ``spec`` (or reuse/resume it) and return ``(run_dir, what_happened)``.
+
+    ``identity`` (JSON-able) must equal the saved one for a run to be reused or resumed.
+    """
     from ..train.loop import train
 
     cfg = run_config(spec, bench)
     method = get_method(spec.method)
     labels_arg = str(labels) if (labels is not None and method.needs_labels) else None
     run_dir = runs_dir / spec.name / f"seed{spec.seed}"
-    state = _state(run_dir, cfg, str(data_dir), labels_arg)
+    identity = dict(identity or {})
+    state = _state(run_dir, cfg, str(data_dir), labels_arg, identity)
     if state == "done":
         return run_dir, "reused"
-    if state == "fresh" and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    if state == "fresh":
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        write_json_atomic(run_dir / _IDENTITY, identity)
     # The loop warns at every monitoring step of a collapse; a benchmark of many runs reports
     # it once per run instead (the monitoring record in stats.jsonl keeps every step).
     with warnings.catch_warnings(record=True) as caught:

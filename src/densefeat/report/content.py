@@ -702,8 +702,9 @@ def _tasks_table(results: Mapping[str, Any]) -> Table:
     return Table(
         "tasks",
         "Tasks",
-        "Prediction tasks: labelled subjects per split and the outcome prevalence on the test "
-        "split.",
+        "Prediction tasks: evaluation rows (labelled prediction times) per split, and the "
+        "outcome prevalence among all held-out labels (the evaluation rows may hold a uniform "
+        "sample of the negatives; see the benchmark's notes).",
         ("task", "train", "tuning", "test", "prevalence (test)"),
         rows,
         empty=None if rows else "results.json lists no tasks.",

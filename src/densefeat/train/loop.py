@@ -1,10 +1,21 @@
 """One readable training loop (in the spirit of nanoGPT's ``train.py``).
 
-``train(cfg, data_dir, out_dir)`` does, in order: read the MEDS dataset; fit the vocabulary and
-normaliser on the training split; build window pairs ``(t, t + window_days)`` of TRAINING
-subjects (or read the labels of training subjects for ``supervised``); fix a monitoring batch
-of held-out subjects; build encoder + method head; then loop: learning rate, seeded dropout,
-one batch, one encoder pass, loss, AdamW step, stats, monitoring, checkpoint.
+``train(cfg, data_dir, out_dir)`` does, in order: build the modality's :class:`Session` (for
+EHR: read the MEDS dataset; fit the vocabulary and normaliser on the training split; build
+window pairs ``(t, t + window_days)`` of TRAINING subjects, or read the labels of training
+subjects for ``supervised``; fix a monitoring batch of held-out subjects; build encoder +
+method head; text and multimodal sessions live in :mod:`densefeat.train.text` and
+:mod:`densefeat.train.multimodal`); resolve ``epochs`` into ``max_steps``; then loop: learning
+rate, seeded dropout, one batch, one encoder pass, loss, AdamW step, stats, monitoring,
+checkpoint. The loop itself does not know the modality: a session hands it the network, the
+number of training rows, a function from row indices to inputs and one from the encoder to the
+monitoring batch's embeddings.
+
+Monitoring (every ``monitor_every`` steps, in ``stats.jsonl`` under ``monitor``):
+``effective_rank`` and ``condition_number`` of the backbone embeddings of the fixed monitoring
+batch, and, for the pair methods, ``projector_effective_rank`` and
+``projector_condition_number`` of the same rows through the projector (eval mode), since
+DESIGN.md asks for the geometry of both; the collapse warning reads the backbone's.
 
 Determinism (what makes ``resume`` exact): the rows of step ``s`` are a function of
 ``(seed, s)`` only (a seeded permutation per epoch, :func:`~densefeat.data.history.batch_slices`)
@@ -45,6 +56,7 @@ from ..data.windows import periodic_cuts, window_pairs
 from ..functional import condition_number, effective_rank
 from ..methods import Method, get_method
 from ..models.ehr import EHREncoder, EHREncoderConfig
+from ..models.heads import ProjectionHead
 from .checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -54,7 +66,17 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 
-__all__ = ["Network", "TrainData", "embed_rows", "load_run", "prepare_data", "train"]
+__all__ = [
+    "Network",
+    "Session",
+    "TrainData",
+    "build_network",
+    "embed_rows",
+    "load_run",
+    "prepare_data",
+    "read_run_modality",
+    "train",
+]
 
 MONITOR_SPLITS = ("held_out", "tuning")
 
@@ -79,13 +101,6 @@ class TrainData:
     monitor: pl.DataFrame
 
 
-def _check_modality(cfg: TrainConfig) -> None:
-    if cfg.modality != "ehr":
-        raise ValueError(
-            f"modality {cfg.modality!r} is not yet supported by densefeat train (only 'ehr')"
-        )
-
-
 def prepare_data(
     cfg: TrainConfig,
     data_dir: str | os.PathLike[str],
@@ -96,8 +111,13 @@ def prepare_data(
 
     Raises:
         ValueError: a method that needs labels without them, labels that are not binary, or
-            fewer training rows than ``batch_size`` (named).
+            fewer training rows than ``batch_size`` (named), or a non-EHR config.
     """
+    if cfg.modality != "ehr":
+        raise ValueError(
+            f"prepare_data is the EHR data path; modality {cfg.modality!r} has its own "
+            "(densefeat.train.text / densefeat.train.multimodal)"
+        )
     method = get_method(cfg.method)
     if method.needs_labels and labels is None:
         raise ValueError(f"method {cfg.method!r} needs --labels (a MEDS label file)")
@@ -172,9 +192,13 @@ def _inputs(
 
 
 class Network(nn.Module):
-    """Encoder + method head; ``forward(inputs)`` is the method's one encoder pass (DDP-able)."""
+    """Encoder + method head; ``forward(inputs)`` is the method's one encoder pass (DDP-able).
 
-    def __init__(self, encoder: EHREncoder, head: nn.Module | None, method: Method):
+    The encoder is an :class:`EHREncoder`, a text encoder or a
+    :class:`~densefeat.models.multimodal.MultimodalEncoder`, by modality.
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Module | None, method: Method):
         super().__init__()
         self.encoder = encoder
         self.head = head
@@ -185,20 +209,26 @@ class Network(nn.Module):
 
 
 def build_network(cfg: TrainConfig, builder: HistoryBuilder) -> tuple[Network, EHREncoderConfig]:
-    """The encoder and head of ``cfg.method``, initialised from ``cfg.seed``."""
+    """The EHR encoder and head of ``cfg.method``, initialised from ``cfg.seed``."""
     method = get_method(cfg.method)
-    enc_cfg = EHREncoderConfig.from_builder(
+    enc_cfg = ehr_encoder_config(cfg, builder)
+    torch.manual_seed(cfg.seed)
+    encoder = EHREncoder(enc_cfg)
+    head = method.build_head(cfg, enc_cfg.d_model, enc_cfg.vocab_size)
+    return Network(encoder, head, method), enc_cfg
+
+
+def ehr_encoder_config(cfg: TrainConfig, builder: HistoryBuilder) -> EHREncoderConfig:
+    """The EHR encoder's config: sizes from ``builder``, widths from ``cfg``."""
+    return EHREncoderConfig.from_builder(
         builder,
         d_model=cfg.d_model,
         n_layers=cfg.n_layers,
         n_heads=cfg.n_heads,
         dropout=cfg.dropout,
         max_len=cfg.max_len,
+        value_embedding=cfg.value_embedding,
     )
-    torch.manual_seed(cfg.seed)
-    encoder = EHREncoder(enc_cfg)
-    head = method.build_head(cfg, enc_cfg.d_model, enc_cfg.vocab_size)
-    return Network(encoder, head, method), enc_cfg
 
 
 def _lr_at(cfg: TrainConfig, step: int) -> float:
@@ -256,25 +286,144 @@ def embed_rows(
     return np.concatenate(out) if out else np.zeros((0, encoder.embed_dim), np.float32)
 
 
-def _monitor(encoder: EHREncoder, data: TrainData, cfg: TrainConfig, device) -> dict[str, Any]:
-    z = torch.from_numpy(embed_rows(encoder, data.store, data.monitor, cfg.max_len, device=device))
-    return {"effective_rank": effective_rank(z), "condition_number": condition_number(z)}
+@torch.no_grad()
+def monitor_geometry(z: torch.Tensor, head: nn.Module | None) -> dict[str, float]:
+    """Geometry of monitoring embeddings ``z`` (n, d), and of ``head(z)`` for a projector.
+
+    Returns:
+        ``effective_rank`` and ``condition_number`` of the backbone embeddings; with a
+        :class:`ProjectionHead`, also ``projector_effective_rank`` and
+        ``projector_condition_number`` of its output (computed in eval mode, so a BatchNorm
+        projector uses its running statistics, and restored to its mode afterwards).
+    """
+    z = z.float()
+    out = {"effective_rank": effective_rank(z.cpu()), "condition_number": condition_number(z.cpu())}
+    if isinstance(head, ProjectionHead):
+        was_training = head.training
+        head.eval()
+        device = next(head.parameters()).device
+        p = head(z.to(device)).float().cpu()
+        head.train(was_training)
+        out["projector_effective_rank"] = effective_rank(p)
+        out["projector_condition_number"] = condition_number(p)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
-# The loop.
+# Sessions: what the loop needs from a modality.
 
 
-def _run_config(cfg: TrainConfig, enc_cfg: EHREncoderConfig, data_dir, labels) -> dict:
+@dataclass
+class Session:
+    """A modality's side of a training run (built by ``ehr_session``, ``text_session``, ...).
+
+    Attributes:
+        net: encoder + method head, initialised from ``cfg.seed`` (resume loads weights later).
+        n_rows: training rows (window pairs, note pairs, labelled rows, ...).
+        inputs: ``(global row indices of this rank, step, device) -> inputs`` of the method's
+            forward; a pure function of its arguments (exact resume, DDP = single process).
+        monitor_n: rows of the fixed monitoring batch (0: no monitoring).
+        monitor_embed: ``device -> (monitor_n, d)`` backbone embeddings of that batch.
+        embed_dim: ``d`` of the backbone (the collapse rule reads it).
+        run_config: ``cfg -> the JSON of RUN/config.json`` (also stored in each checkpoint).
+        files: extra JSON files written into a new run directory (``history.json``).
+        saved_weights: ``net -> weights to checkpoint`` (the text sessions leave out a frozen
+            pretrained backbone).
+        load_weights: ``(net, weights) -> None``; raises ValueError on a mismatch.
+        find_unused: DDP must look for parameters without gradient.
+    """
+
+    net: Network
+    n_rows: int
+    inputs: Callable[[np.ndarray, int, torch.device], dict[str, Any]]
+    monitor_n: int
+    monitor_embed: Callable[[torch.device], torch.Tensor]
+    embed_dim: int
+    run_config: Callable[[TrainConfig], dict[str, Any]]
+    files: dict[str, Any]
+    saved_weights: Callable[[nn.Module], dict[str, torch.Tensor]]
+    load_weights: Callable[[nn.Module, dict[str, torch.Tensor]], None]
+    find_unused: bool
+
+
+def run_config(
+    cfg: TrainConfig, encoder: dict[str, Any], data_dir: Any, labels: Any, **extra: Any
+) -> dict[str, Any]:
+    """The JSON of ``RUN/config.json``: kind, version, the resolved config, encoder config."""
     return {
         "kind": "densefeat.run",
         "version": 1,
         "train": cfg.to_dict(),
-        "encoder": enc_cfg.to_dict(),
+        "encoder": encoder,
         "data": str(data_dir),
         "labels": None if labels is None else str(labels),
         "torch": torch.__version__,
+        **extra,
     }
+
+
+def _run_config(cfg: TrainConfig, enc_cfg: EHREncoderConfig, data_dir, labels) -> dict:
+    return run_config(cfg, enc_cfg.to_dict(), data_dir, labels)
+
+
+def _all_weights(net: nn.Module) -> dict[str, torch.Tensor]:
+    return dict(net.state_dict())
+
+
+def _load_weights(net: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    try:
+        net.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"checkpoint does not fit this model: {exc}") from None
+
+
+def ehr_session(
+    cfg: TrainConfig,
+    data_dir: str | os.PathLike[str],
+    labels: str | os.PathLike[str] | None,
+    run_dir: Path | None,
+) -> Session:
+    """The EHR session (``run_dir``: the run being resumed, whose vocabulary is reused)."""
+    builder = None
+    if run_dir is not None:
+        builder = HistoryBuilder.from_dict(json.loads((run_dir / "history.json").read_text()))
+    builder, data = prepare_data(cfg, data_dir, labels, builder)
+    method = get_method(cfg.method)
+    net, enc_cfg = build_network(cfg, builder)
+
+    def monitor_embed(device: torch.device) -> torch.Tensor:
+        z = embed_rows(net.encoder, data.store, data.monitor, cfg.max_len, device=device)
+        return torch.from_numpy(z)
+
+    return Session(
+        net=net,
+        n_rows=data.rows.height,
+        inputs=lambda rows, step, device: _inputs(cfg, method, data, rows, device),
+        monitor_n=data.monitor.height,
+        monitor_embed=monitor_embed,
+        embed_dim=enc_cfg.d_model,
+        run_config=lambda c: _run_config(c, enc_cfg, data_dir, labels),
+        files={"history.json": builder.to_dict()},
+        saved_weights=_all_weights,
+        load_weights=_load_weights,
+        find_unused=not method.uses_all_parameters,
+    )
+
+
+def _session(cfg: TrainConfig, data_dir: Any, labels: Any, run_dir: Path | None) -> Session:
+    if cfg.modality == "text":
+        from .text import text_session
+
+        return text_session(cfg, data_dir, labels, run_dir)
+    if cfg.modality == "multimodal":
+        from .multimodal import multimodal_session
+
+        return multimodal_session(cfg, data_dir, labels, run_dir)
+    return ehr_session(cfg, data_dir, labels, run_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# The loop.
 
 
 def _truncate_stats(path: Path, step: int) -> None:
@@ -289,6 +438,24 @@ def _truncate_stats(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
+def resolve_epochs(cfg: TrainConfig, n_rows: int) -> TrainConfig:
+    """``cfg`` with ``max_steps = max(1, round(epochs * (n_rows // batch_size)))`` if epochs set."""
+    if cfg.epochs is None:
+        return cfg
+    per_epoch = n_rows // cfg.batch_size
+    return cfg.replace(max_steps=max(1, round(cfg.epochs * per_epoch)))
+
+
+def read_run_modality(run_dir: str | os.PathLike[str]) -> str:
+    """The modality of a run directory (``"ehr"``, ``"text"`` or ``"multimodal"``).
+
+    Raises:
+        FileNotFoundError / ValueError: not a run directory (see :func:`read_run_config`).
+    """
+    run = read_run_config(Path(run_dir))
+    return str(run.get("train", {}).get("modality", "ehr"))
+
+
 def train(
     cfg: TrainConfig,
     data_dir: str | os.PathLike[str],
@@ -298,14 +465,15 @@ def train(
     resume: bool = False,
     on_step: Callable[[int], None] | None = None,
 ) -> Path:
-    """Train ``cfg.method`` on ``data_dir`` and write the run to ``out_dir``.
+    """Train ``cfg.method`` on ``data_dir`` (modality ``cfg.modality``) and write the run.
 
     Args:
         cfg: the configuration (with ``resume``, the run's saved config is used instead except
-            for ``max_steps``, ``progress`` and ``device``, taken from ``cfg``).
-        data_dir: a MEDS dataset directory.
+            for ``max_steps``, ``epochs``, ``progress`` and ``device``, taken from ``cfg``).
+        data_dir: a MEDS dataset directory (ehr, multimodal; text: a MEDS directory or a note
+            table file, see :mod:`densefeat.data.note_corpus`).
         out_dir: the run directory (created; must not already hold a run unless ``resume``).
-        labels: MEDS labels (``supervised`` only).
+        labels: MEDS labels (``supervised`` on ehr/multimodal only).
         resume: continue from the latest checkpoint of ``out_dir``.
         on_step: called with the number of steps done after every step (tests interrupt here).
 
@@ -313,27 +481,35 @@ def train(
         the latest checkpoint directory.
 
     Raises:
-        ValueError / FileNotFoundError: bad input, named (see :func:`prepare_data`).
+        ValueError / FileNotFoundError: bad input, named (see :func:`prepare_data` and the
+            text/multimodal sessions), including resuming a run of another modality.
     """
     out = Path(out_dir)
-    _check_modality(cfg)
     method = get_method(cfg.method)
     device = _resolve_device(cfg)
     rank, world = _distributed(device)
-    builder = None
+    run_dir = None
     if resume:
         run = read_run_config(out)
         saved = TrainConfig.from_dict(run["train"])
-        cfg = saved.replace(max_steps=cfg.max_steps, progress=cfg.progress, device=cfg.device)
+        if saved.modality != cfg.modality:
+            raise ValueError(
+                f"{out}: is a {saved.modality} run, which --modality {cfg.modality} cannot "
+                f"resume (use --modality {saved.modality})"
+            )
+        cfg = saved.replace(
+            max_steps=cfg.max_steps, epochs=cfg.epochs, progress=cfg.progress, device=cfg.device
+        )
         method = get_method(cfg.method)
-        builder = HistoryBuilder.from_dict(json.loads((out / "history.json").read_text()))
         labels = run["labels"] if labels is None else labels
+        run_dir = out
     elif rank == 0 and (out / "config.json").exists():
         raise ValueError(f"{out}: already holds a run; use --resume or another --out")
-    builder, data = prepare_data(cfg, data_dir, labels, builder)
+    session = _session(cfg, data_dir, labels, run_dir)
+    cfg = resolve_epochs(cfg, session.n_rows)
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of WORLD_SIZE {world}")
-    net, enc_cfg = build_network(cfg, builder)
+    net = session.net
     net.to(device)
     params = [p for p in net.parameters() if p.requires_grad]
     # No weight decay on norms, biases and embeddings' padding rows (the usual AdamW split).
@@ -351,7 +527,7 @@ def train(
     stats_path = out / "stats.jsonl"
     if resume:
         weights, _, state = load_checkpoint(latest_checkpoint(out))
-        _load_weights(net, weights)
+        session.load_weights(net, weights)
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         start = int(state["step"])
@@ -359,8 +535,9 @@ def train(
             _truncate_stats(stats_path, start)
     elif rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "history.json", builder.to_dict())
-        write_json_atomic(out / "config.json", _run_config(cfg, enc_cfg, data_dir, labels))
+        for name, content in session.files.items():
+            write_json_atomic(out / name, content)
+        write_json_atomic(out / "config.json", session.run_config(cfg))
 
     model: nn.Module = net
     if world > 1:
@@ -374,24 +551,23 @@ def train(
         model = nn.parallel.DistributedDataParallel(
             model,
             device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=not method.uses_all_parameters,
+            find_unused_parameters=session.find_unused,
         )
     loss_fn = method.build_loss(cfg) if method.build_loss is not None else None
     use_amp = cfg.amp and device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
     local = cfg.batch_size // world
-    enc = net.encoder
     best_rank = 0.0
 
     def checkpoint(step: int) -> Path:
-        weights = {k: v for k, v in net.state_dict().items()}
         state = {
             "step": step,
             "optimizer": opt.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
-        run = _run_config(cfg, enc_cfg, data_dir, labels)
-        return save_checkpoint(out, step, weights, run, state)
+        return save_checkpoint(
+            out, step, session.saved_weights(net), session.run_config(cfg), state
+        )
 
     def log(record: dict[str, Any]) -> None:
         with stats_path.open("a") as f:
@@ -399,21 +575,24 @@ def train(
 
     def monitor(step: int) -> dict[str, Any]:
         nonlocal best_rank
-        if data.monitor.height < 2:
+        if session.monitor_n < 2:
             return {}
-        geo = _monitor(enc, data, cfg, device)
+        geo = monitor_geometry(session.monitor_embed(device), net.head)
         er = geo["effective_rank"]
         best_rank = max(best_rank, er)
         # DESIGN.md: collapse when the effective rank < 10% of d or < half its best value.
-        collapse = er < 0.1 * enc_cfg.d_model or er < 0.5 * best_rank
+        # Centring caps the rank at n - 1, so a monitoring batch smaller than d is judged
+        # against min(d, n - 1) (3 held-out subjects cannot show a rank above 2).
+        cap = min(session.embed_dim, session.monitor_n - 1)
+        collapse = er < 0.1 * cap or er < 0.5 * best_rank
         if collapse:
             warnings.warn(
                 f"step {step}: representation collapse? monitoring effective rank {er:.1f} "
-                f"(d={enc_cfg.d_model}, best {best_rank:.1f})",
+                f"(d={session.embed_dim}, best {best_rank:.1f})",
                 RuntimeWarning,
                 stacklevel=2,
             )
-        return {"monitor": {**geo, "n": data.monitor.height, "collapse": collapse}}
+        return {"monitor": {**geo, "n": session.monitor_n, "collapse": collapse}}
 
     last_ckpt = latest_checkpoint(out, missing_ok=True) if rank == 0 else None
     if not method.trains or start >= cfg.max_steps:
@@ -439,15 +618,15 @@ def train(
                 group["lr"] = lr
             # Dropout randomness as a function of (seed, step, rank): exact resume.
             torch.manual_seed((cfg.seed * 1_000_003 + step) * 1024 + rank)
-            rows = _step_rows(cfg, data.rows.height, step)[rank * local : (rank + 1) * local]
-            inputs = _inputs(cfg, method, data, rows, device)
+            rows = _step_rows(cfg, session.n_rows, step)[rank * local : (rank + 1) * local]
+            inputs = session.inputs(rows, step, device)
             with autocast():
                 outputs = model(inputs)
             loss, terms = loss_fn(outputs, inputs)  # type: ignore[misc]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             done = step + 1
             loss_value = float(loss.detach())
@@ -484,23 +663,32 @@ def train(
     return last_ckpt  # type: ignore[return-value]
 
 
-def _load_weights(net: nn.Module, weights: dict[str, torch.Tensor]) -> None:
-    try:
-        net.load_state_dict(weights, strict=True)
-    except RuntimeError as exc:
-        raise ValueError(f"checkpoint does not fit this model: {exc}") from None
+def _require_modality(run: dict[str, Any], run_dir: Path, modality: str) -> TrainConfig:
+    cfg = TrainConfig.from_dict(run["train"])
+    if cfg.modality != modality:
+        loader = {
+            "ehr": "densefeat.train.load_run",
+            "text": "densefeat.train.text.load_text_run",
+            "multimodal": "densefeat.train.multimodal.load_multimodal_run",
+        }[cfg.modality]
+        raise ValueError(
+            f"{run_dir}: is a {cfg.modality} run, and this loader reads {modality} runs (load it "
+            f"with {loader})"
+        )
+    return cfg
 
 
 def load_run(run_dir: str | os.PathLike[str]) -> tuple[TrainConfig, HistoryBuilder, EHREncoder]:
-    """The config, builder and trained encoder (eval mode, CPU) of a run directory.
+    """The config, builder and trained encoder (eval mode, CPU) of an EHR run directory.
 
     Raises:
         FileNotFoundError: not a run directory, or no checkpoint.
-        ValueError: a checkpoint that does not fit its model.
+        ValueError: a checkpoint that does not fit its model, or a text/multimodal run (their
+            loaders are named in the message).
     """
     run_dir = Path(run_dir)
     run = read_run_config(run_dir)
-    cfg = TrainConfig.from_dict(run["train"])
+    cfg = _require_modality(run, run_dir, "ehr")
     hist = run_dir / "history.json"
     if not hist.is_file():
         raise FileNotFoundError(f"{run_dir}: not a densefeat run directory (no history.json)")
