@@ -5,6 +5,10 @@ Example::
     densefeat benchmark --data MEDS_DIR --out bench/            # 7 methods + 4 ablations, 3 seeds
     densefeat benchmark --data MEDS_DIR --labels a.parquet b.parquet --seeds 5 --budget 1000 \\
         --set max_len=256 --out bench/
+    densefeat benchmark --modality text --data mtsamples.csv.xz --out bench-text/   # notes
+
+``--modality text`` benchmarks the text encoders on a note table (MTSamples or a generic table
+with boolean label columns) or a MEDS directory's notes; see :mod:`densefeat.benchmark.text`.
 
 Rerunning with the same ``--out`` resumes: finished runs and evaluations are reused when their
 settings match, anything stale is redone (see :mod:`densefeat.benchmark.run`).
@@ -17,6 +21,9 @@ from pathlib import Path
 
 from .benchmark.config import ABLATIONS, DEFAULT_METHODS, BenchmarkConfig
 from .train.config import parse_overrides
+
+#: Modalities ``densefeat benchmark`` runs.
+BENCHMARK_MODALITIES = ("ehr", "text")
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -64,11 +71,44 @@ def add_common(parser: argparse.ArgumentParser, *, seeds: int, budget: int) -> N
     )
 
 
+def add_text_arguments(parser: argparse.ArgumentParser) -> None:
+    """Task selection and baselines of the text benchmark (``benchmark --modality text``)."""
+    from .benchmark.text import MIN_TASK_POSITIVES, TEXT_BASELINES
+
+    parser.add_argument(
+        "--min-positives",
+        type=int,
+        default=MIN_TASK_POSITIVES,
+        help="text: fewest positives (and negatives) per split for a label to be a task "
+        f"({MIN_TASK_POSITIVES})",
+    )
+    parser.add_argument(
+        "--max-tasks",
+        type=int,
+        default=0,
+        help="text: keep the tasks with the most positives (0: every eligible label)",
+    )
+    parser.add_argument(
+        "--baselines",
+        type=_names,
+        default=TEXT_BASELINES,
+        help=f"text: probe-only baselines, '' for none (default {','.join(TEXT_BASELINES)})",
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, default=None, help="MEDS dataset (default: Eunomia)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="MEDS dataset (default: Eunomia); --modality text: a note table (MTSamples or a "
+        "table with boolean label columns) or a MEDS directory with notes (required)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument(
-        "--modality", default="ehr", help="ehr (text and multimodal are not benchmarked yet)"
+        "--modality",
+        default="ehr",
+        help="ehr or text (multimodal is not benchmarked yet)",
     )
     parser.add_argument(
         "--ablations",
@@ -80,19 +120,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-eval-times",
         type=int,
         default=20_000,
-        help="cap on evaluation prediction times; negatives subsampled above it (0: no cap)",
+        help="cap on evaluation prediction times; negatives subsampled above it (0: no cap); "
+        "text: cap on the notes embedded (training notes subsampled above it)",
     )
     parser.add_argument(
-        "--jitter-days", type=float, default=1.0, help="time-jitter scale (1 day; ICU: 0.0417)"
+        "--jitter-days",
+        type=float,
+        default=None,
+        help="time-jitter scale in days (default: 1 hour for PhysioNet 2019 data, else 1 day)",
     )
+    add_text_arguments(parser)
     add_common(parser, seeds=3, budget=250)
 
 
 def config_from_args(args: argparse.Namespace, **extra) -> BenchmarkConfig:
     """The BenchmarkConfig of parsed arguments."""
-    if getattr(args, "modality", "ehr") != "ehr":
+    modality = getattr(args, "modality", "ehr")
+    if modality not in BENCHMARK_MODALITIES:
         raise ValueError(
-            f"--modality {args.modality}: densefeat benchmark supports the ehr modality only yet"
+            f"--modality {modality}: densefeat benchmark supports {', '.join(BENCHMARK_MODALITIES)}"
+        )
+    if modality == "text" and getattr(args, "labels", None):
+        raise ValueError(
+            "--labels is for MEDS label files (ehr); text tasks are label columns of the note "
+            "table (MTSamples: its specialties), chosen with --tasks / --max-tasks"
         )
     overrides = parse_overrides(args.overrides)
     for key in ("method", "seed", "max_steps"):
@@ -112,12 +163,50 @@ def config_from_args(args: argparse.Namespace, **extra) -> BenchmarkConfig:
     )
 
 
+def run_text(args: argparse.Namespace) -> int:
+    """``densefeat benchmark --modality text``."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from .benchmark.text import TEXT_GRID, run_text_benchmark
+
+    if args.data is None:
+        raise ValueError("--modality text needs --data NOTES (a note table or a MEDS directory)")
+    if not args.data.exists():
+        raise FileNotFoundError(f"--data {args.data}: no such note table or MEDS directory")
+    bench = config_from_args(
+        args,
+        ablations=args.ablations,
+        max_eval_times=args.max_eval_times,
+        perturbations=TEXT_GRID,
+    )
+    console = Console(stderr=True)
+    with Progress(console=console, transient=True) as progress:
+        res = run_text_benchmark(
+            args.data,
+            args.out,
+            bench,
+            min_positives=args.min_positives,
+            max_tasks=args.max_tasks,
+            baselines=args.baselines,
+            say=lambda text: console.print(text),
+            progress=progress,
+        )
+    console.print(
+        f"report: {args.out / 'report.html'} (table: {args.out / 'results.md'}, "
+        f"{res['seconds']:.0f} s)"
+    )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
     from .benchmark.run import run_benchmark
 
+    if getattr(args, "modality", "ehr") == "text":
+        return run_text(args)
     bench = config_from_args(
         args,
         ablations=args.ablations,

@@ -81,7 +81,8 @@ def _state(
     if ckpt is None:
         return "fresh"
     step = int(ckpt.name.rsplit("-", 1)[-1])
-    return "done" if step >= cfg.max_steps else "resume"
+    # An untrained method (random) is complete at its step-0 checkpoint.
+    return "done" if step >= cfg.max_steps or not get_method(cfg.method).trains else "resume"
 
 
 def ensure_run(
