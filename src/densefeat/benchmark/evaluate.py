@@ -203,7 +203,8 @@ def evaluate_run(spec: RunSpec, run_dir, ctx: Context, say=lambda text: None) ->
                         **base,
                         "task": task.name,
                         "perturbation": p,
-                        "level": level,
+                        # The jitter in days (the grid's level scales --jitter-days).
+                        "level": level * bench.jitter_days if p == "time_jitter" else level,
                         "auroc": auroc,
                         "auroc_drop": clean_auroc[task.name] - auroc,
                         **{
