@@ -41,7 +41,14 @@ from .config import BENCHMARK_VERSION, BenchmarkConfig, RunSpec, fingerprint
 from .evaluate import Context, RunResult, evaluate_features, evaluate_run
 from .rows import Task, load_tasks, select_eval_rows
 from .runs import ensure_run, run_config
-from .summary import compare, macro_auroc, macro_drop, seed_pairs, summary_table
+from .summary import (
+    compare,
+    macro_auroc,
+    macro_drop,
+    resampled_endpoints,
+    seed_pairs,
+    summary_table,
+)
 
 __all__ = ["run_benchmark"]
 
@@ -193,7 +200,6 @@ def run_benchmark(
     Returns:
         the results dict (as written to ``results.json``).
     """
-    from ..eval.bootstrap import weighted_auroc
     from ..eval.temporal import seed_alignment
     from ..report import render
 
@@ -371,43 +377,9 @@ def run_benchmark(
     if tasks:
         shared = _shared_resamples(ctx, bench.bootstrap, seed=12345)
 
-        seed_rng = np.random.default_rng(54321)
-
-        def over_seeds(per_seed: list[np.ndarray]) -> np.ndarray | None:
-            # Two-level bootstrap: each resample also redraws the seeds (with replacement),
-            # so the interval carries training-seed variation, not only patient sampling.
-            if not per_seed:
-                return None
-            stack = np.stack(per_seed)  # (S, B)
-            pick = seed_rng.integers(0, stack.shape[0], size=stack.shape)
-            return np.take_along_axis(stack, pick, axis=0).mean(axis=0)
-
-        def resampled_auroc(method: str) -> np.ndarray | None:
-            per_seed = []
-            for (m, _), arr in arrays.items():
-                if m != method:
-                    continue
-                per_task = [
-                    weighted_auroc(arr[f"scores/{t.name}"], shared[t.name][0], shared[t.name][1])
-                    for t in tasks
-                ]
-                per_seed.append(np.mean(per_task, axis=0))
-            return over_seeds(per_seed)
-
-        def resampled_drop(method: str) -> np.ndarray | None:
-            per_seed = []
-            for (m, _), arr in arrays.items():
-                if m != method or not any(k.startswith("robust/") for k in arr):
-                    continue
-                drops = []
-                for t in tasks:
-                    y, w = shared[t.name]
-                    clean = weighted_auroc(arr[f"scores/{t.name}"], y, w)
-                    for p, level in bench.perturbations:
-                        pert = weighted_auroc(arr[f"robust/{p}/{level}/{t.name}"], y, w)
-                        drops.append(clean - pert)
-                per_seed.append(np.mean(drops, axis=0))
-            return over_seeds(per_seed)
+        resampled_auroc, resampled_drop = resampled_endpoints(
+            arrays, tasks, shared, bench.perturbations
+        )
 
         comparison = {
             "endpoint": "probe_auroc_macro",

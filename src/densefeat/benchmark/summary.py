@@ -20,9 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from ..eval.bootstrap import weighted_auroc
 from .config import ABLATIONS
+from .rows import Task
 
-__all__ = ["compare", "summary_table"]
+__all__ = ["compare", "resampled_endpoints", "summary_table"]
 
 #: Not baselines for the comparison: the untrained encoder is a control.
 _CONTROLS = ("random",)
@@ -160,6 +162,60 @@ def compare(
         "significant": bool(significant),
         "lower_is_better": lower_is_better,
     }
+
+
+def resampled_endpoints(
+    arrays: dict[tuple[str, int], dict[str, np.ndarray]],
+    tasks: list[Task],
+    shared: dict[str, tuple[np.ndarray, np.ndarray]],
+    perturbations: Sequence[tuple[str, float]],
+    seed: int = 54321,
+) -> tuple[Callable[[str], np.ndarray | None], Callable[[str], np.ndarray | None]]:
+    """Per method: the seed-averaged macro AUROC / AUROC drop on each shared resample.
+
+    Per seed, the macro over tasks on each shared resample (``shared``: per task, the labels and
+    the (B, n) row weights of one resample of held-out subjects or note groups, shared by every
+    method); then a two-level bootstrap that also redraws the seeds (with replacement) on each
+    resample, so the interval carries training-seed variation as well as patient sampling.
+    ``arrays[(method, seed)]`` holds ``scores/<task>`` and ``robust/<perturbation>/<level>/<task>``
+    held-out scores in the order of ``shared``.
+    """
+    seed_rng = np.random.default_rng(seed)
+
+    def over_seeds(per_seed: list[np.ndarray]) -> np.ndarray | None:
+        if not per_seed:
+            return None
+        stack = np.stack(per_seed)  # (S, B)
+        pick = seed_rng.integers(0, stack.shape[0], size=stack.shape)
+        return np.take_along_axis(stack, pick, axis=0).mean(axis=0)
+
+    def auroc(method: str) -> np.ndarray | None:
+        per_seed = []
+        for (m, _), arr in arrays.items():
+            if m != method:
+                continue
+            per_task = [
+                weighted_auroc(arr[f"scores/{t.name}"], shared[t.name][0], shared[t.name][1])
+                for t in tasks
+            ]
+            per_seed.append(np.mean(per_task, axis=0))
+        return over_seeds(per_seed)
+
+    def drop(method: str) -> np.ndarray | None:
+        per_seed = []
+        for (m, _), arr in arrays.items():
+            if m != method or not any(k.startswith("robust/") for k in arr):
+                continue
+            drops = []
+            for t in tasks:
+                y, w = shared[t.name]
+                clean = weighted_auroc(arr[f"scores/{t.name}"], y, w)
+                for p, level in perturbations:
+                    drops.append(clean - weighted_auroc(arr[f"robust/{p}/{level}/{t.name}"], y, w))
+            per_seed.append(np.mean(drops, axis=0))
+        return over_seeds(per_seed)
+
+    return auroc, drop
 
 
 def seed_pairs(seeds: Sequence[int]) -> list[tuple[int, int]]:

@@ -105,7 +105,14 @@ from .run import (
     _write_atomic,
 )
 from .runs import _state, ensure_run, run_config
-from .summary import compare, macro_auroc, macro_drop, seed_pairs, summary_table
+from .summary import (
+    compare,
+    macro_auroc,
+    macro_drop,
+    resampled_endpoints,
+    seed_pairs,
+    summary_table,
+)
 
 __all__ = [
     "MIN_TASK_POSITIVES",
@@ -672,57 +679,6 @@ def _notes_fingerprint(path: Path) -> str:
     return fingerprint(str(path), stats)
 
 
-def _resampled(
-    arrays: dict[tuple[str, int], dict[str, np.ndarray]],
-    tasks: list[Task],
-    shared: dict[str, tuple[np.ndarray, np.ndarray]],
-    perturbations: Sequence[tuple[str, float]],
-) -> tuple[Callable[[str], np.ndarray | None], Callable[[str], np.ndarray | None]]:
-    """Per method: the seed-averaged macro AUROC / AUROC drop on each shared resample.
-
-    The same computation as :func:`densefeat.benchmark.run.run_benchmark`'s closures: per
-    seed, the macro over tasks on each shared resample; then a two-level bootstrap that also
-    redraws the seeds (with replacement) on each resample, so the interval carries training-seed
-    variation as well as note sampling.
-    """
-    seed_rng = np.random.default_rng(_SEED_REDRAW_SEED)
-
-    def over_seeds(per_seed: list[np.ndarray]) -> np.ndarray | None:
-        if not per_seed:
-            return None
-        stack = np.stack(per_seed)  # (S, B)
-        pick = seed_rng.integers(0, stack.shape[0], size=stack.shape)
-        return np.take_along_axis(stack, pick, axis=0).mean(axis=0)
-
-    def auroc(method: str) -> np.ndarray | None:
-        per_seed = []
-        for (m, _), arr in arrays.items():
-            if m != method:
-                continue
-            per_task = [
-                weighted_auroc(arr[f"scores/{t.name}"], shared[t.name][0], shared[t.name][1])
-                for t in tasks
-            ]
-            per_seed.append(np.mean(per_task, axis=0))
-        return over_seeds(per_seed)
-
-    def drop(method: str) -> np.ndarray | None:
-        per_seed = []
-        for (m, _), arr in arrays.items():
-            if m != method or not any(k.startswith("robust/") for k in arr):
-                continue
-            drops = []
-            for t in tasks:
-                y, w = shared[t.name]
-                clean = weighted_auroc(arr[f"scores/{t.name}"], y, w)
-                for p, level in perturbations:
-                    drops.append(clean - weighted_auroc(arr[f"robust/{p}/{level}/{t.name}"], y, w))
-            per_seed.append(np.mean(drops, axis=0))
-        return over_seeds(per_seed)
-
-    return auroc, drop
-
-
 def _text_bench(bench: BenchmarkConfig) -> BenchmarkConfig:
     """``bench`` with the text modality, its defaults and its perturbation grid."""
     perturbations = bench.perturbations
@@ -960,7 +916,9 @@ def run_text_benchmark(
     comparison = None
     if tasks:
         shared = _shared_resamples(ctx, bench.bootstrap, seed=_BOOTSTRAP_SEED)
-        auroc_fn, drop_fn = _resampled(arrays, tasks, shared, bench.perturbations)
+        auroc_fn, drop_fn = resampled_endpoints(
+            arrays, tasks, shared, bench.perturbations, seed=_SEED_REDRAW_SEED
+        )
         comparison = {
             "endpoint": "probe_auroc_macro",
             "n_bootstrap": bench.bootstrap,
