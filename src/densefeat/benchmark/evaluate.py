@@ -24,7 +24,7 @@ from ..eval.robustness import _embed_perturbed, embedding_drift
 from ..eval.temporal import temporal_stability
 from .config import BenchmarkConfig, RunSpec
 from .embedding import embed, load_network
-from .geometry import geometry_record, training_curve
+from .geometry import geometry_record, one_thread, training_curve
 from .rows import EvalRows, Task
 
 __all__ = ["Context", "RunResult", "evaluate_features", "evaluate_run"]
@@ -192,7 +192,8 @@ def evaluate_run(spec: RunSpec, run_dir, ctx: Context, say=lambda text: None) ->
                 ctx.device,
                 {},
             )
-            drift = embedding_drift(zb[held], zp_, bench.k)
+            with one_thread():
+                drift = embedding_drift(zb[held], zp_, bench.k)
             for task in ctx.tasks:
                 te = _task_arrays(ctx.eval_rows.task_rows[task.name], "held_out")
                 s = probes[task.name].decision_function(zp_[position[te["row"]]])

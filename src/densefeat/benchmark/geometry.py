@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..functional import geometry, isotropic_reference
 
-__all__ = ["geometry_record", "reference_record", "training_curve"]
+__all__ = ["geometry_record", "one_thread", "reference_record", "training_curve"]
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run small dense linear algebra (d x d eigendecompositions, SVDs of a few hundred rows)
+    on one torch thread.
+
+    Measured on the shared 2-core machine under load: ``torch.linalg.eigh`` of a 128 x 128
+    matrix took 0.90 s with 2 intra-op threads and 1.2 ms with 1 (the threads spin-wait on cores
+    that other processes hold). The geometry, drift and alignment metrics are all such small
+    problems; the encoders keep the default thread count.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -20,7 +41,8 @@ def _finite_or_none(value: float) -> float | None:
 
 def geometry_record(z: np.ndarray) -> dict[str, Any]:
     """The metrics of ``z`` that the results keep (DESIGN.md names), JSON-safe."""
-    g = geometry(z)
+    with one_thread():
+        g = geometry(z)
     eig = np.asarray(g["eigenvalues"], dtype=np.float64)
     total = eig.sum()
     return {
@@ -40,7 +62,8 @@ def geometry_record(z: np.ndarray) -> dict[str, Any]:
 
 def reference_record(n: int, d: int, k: int) -> dict[str, Any]:
     """The isotropic Gaussian reference of shape (n, d) (chance distance at ``k``)."""
-    ref = isotropic_reference(n, d, k=k)
+    with one_thread():
+        ref = isotropic_reference(n, d, k=k)
     return {
         "n": n,
         "d": d,

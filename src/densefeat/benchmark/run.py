@@ -39,6 +39,7 @@ from ..data.meds import MedsDataset, read_meds_dataset
 from ..train.checkpoint import latest_checkpoint
 from .config import BENCHMARK_VERSION, BenchmarkConfig, RunSpec, fingerprint
 from .evaluate import Context, RunResult, evaluate_features, evaluate_run
+from .geometry import one_thread
 from .rows import Task, load_tasks, select_eval_rows
 from .runs import ensure_run, run_config
 from .summary import (
@@ -365,9 +366,10 @@ def run_benchmark(
     for name in names:
         seeds = [s for (m, s) in arrays if m == name and "held_out" in arrays[(m, s)]]
         for a, b in seed_pairs(seeds):
-            al = seed_alignment(
-                arrays[(name, a)]["held_out"], arrays[(name, b)]["held_out"], bench.k
-            )
+            with one_thread():
+                al = seed_alignment(
+                    arrays[(name, a)]["held_out"], arrays[(name, b)]["held_out"], bench.k
+                )
             results["alignment"].append(
                 {"method": name, "kind": "seeds", "a": f"seed{a}", "b": f"seed{b}", **al}
             )

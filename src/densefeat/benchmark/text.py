@@ -63,7 +63,6 @@ Layout of the output directory::
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -71,7 +70,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -91,7 +90,7 @@ from ..train.checkpoint import latest_checkpoint, load_checkpoint, read_run_conf
 from ..train.config import TrainConfig
 from .config import BENCHMARK_VERSION, PERTURBATIONS, BenchmarkConfig, RunSpec, fingerprint
 from .evaluate import RunResult, _probe_task, evaluate_features
-from .geometry import geometry_record, reference_record, training_curve
+from .geometry import geometry_record, one_thread, reference_record, training_curve
 from .rows import EvalRows, Task, _uniform
 from .run import (
     RESULTS_KIND,
@@ -149,26 +148,8 @@ _SPLITS = ("train", "tuning", "held_out")
 _BOOTSTRAP_SEED, _SEED_REDRAW_SEED = 12345, 54321
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run small dense linear algebra (d x d eigendecompositions, SVDs of a few hundred rows)
-    on one torch thread.
-
-    Measured on the shared 2-core machine under load: ``torch.linalg.eigh`` of a 128 x 128
-    matrix took 0.90 s with 2 intra-op threads and 1.2 ms with 1 (the threads spin-wait on cores
-    that other processes hold). The geometry, drift and alignment metrics are all such small
-    problems; the encoders keep the default thread count.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _geometry(z: np.ndarray) -> dict[str, Any]:
-    with _one_thread():
+    with one_thread():
         return geometry_record(z)
 
 
@@ -480,7 +461,7 @@ def _robustness(
     for p, level in ctx.bench.perturbations:
         texts = perturb_text(held_texts, p, level, seed)
         zp = embed_texts(encoder, texts, cfg.text_batch_size, ctx.device)
-        with _one_thread():
+        with one_thread():
             drift = embedding_drift(zb[held], zp, ctx.bench.k)
         for task in ctx.tasks:
             row, y = _held_arrays(ctx.eval_rows.task_rows[task.name])
@@ -515,7 +496,7 @@ def evaluate_text_run(
     zb, zp = _embed(net, rows.texts, cfg.text_batch_size, ctx.device)
     held = rows.held()
     base = {"method": spec.name, "seed": spec.seed}
-    with _one_thread():
+    with one_thread():
         geometry = [{**base, "output": "backbone", **geometry_record(zb[held])}]
         if zp is not None:
             geometry.append({**base, "output": "projector", **geometry_record(zp[held])})
@@ -905,7 +886,7 @@ def run_text_benchmark(
     for name in names:
         seeds = [s for (m, s) in arrays if m == name and "held_out" in arrays[(m, s)]]
         for a, b in seed_pairs(seeds):
-            with _one_thread():
+            with one_thread():
                 al = seed_alignment(
                     arrays[(name, a)]["held_out"], arrays[(name, b)]["held_out"], bench.k
                 )
@@ -933,7 +914,7 @@ def run_text_benchmark(
         {(g["n"], g["d"]) for g in results["geometry"]}
         | {(c["n"], c["d"]) for c in results["training_curves"] if c.get("n")}
     )
-    with _one_thread():
+    with one_thread():
         reference = [reference_record(n, d, bench.k) for n, d in shapes if n >= 2]
 
     per_split = {s: int((rows.split == s).sum()) for s in _SPLITS}
