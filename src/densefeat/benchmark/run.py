@@ -177,6 +177,71 @@ def _shared_resamples(
     return out
 
 
+def train_and_evaluate(
+    specs: list[RunSpec],
+    bench: BenchmarkConfig,
+    out: Path,
+    eval_fp_base: list[Any],
+    *,
+    ensure: Callable[[RunSpec, Callable[[int], None] | None], tuple[Path, str]],
+    evaluate: Callable[[RunSpec, Path], RunResult],
+    say: Callable[[str], None],
+    progress: Any = None,
+) -> tuple[dict[str, list], dict[tuple[str, int], dict[str, np.ndarray]], dict[str, float]]:
+    """Train (or reuse) every run and evaluate it (or reuse its evaluation), in order.
+
+    Shared by the EHR and text benchmarks, which differ only in ``ensure`` (how a run is
+    trained) and ``evaluate`` (what is measured on it). An evaluation is reused only when its
+    fingerprint (``eval_fp_base``, the run's config and a hash of its checkpoint weights)
+    matches the saved one.
+
+    Returns:
+        ``(results, arrays, run_seconds)``: the records of every section, the arrays of each
+        ``(name, seed)`` and the wall-clock of each run (training + evaluation).
+    """
+    results: dict[str, list] = {
+        "geometry": [],
+        "training_curves": [],
+        "probes": [],
+        "robustness": [],
+        "temporal": [],
+        "alignment": [],
+    }
+    arrays: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+    run_seconds: dict[str, float] = {}
+    for i, spec in enumerate(specs, 1):
+        t0 = time.perf_counter()
+        on_step = None
+        if progress is not None:
+            bar = progress.add_task(f"[{i}/{len(specs)}] train {spec.key}", total=bench.budget)
+
+            def on_step(s: int, bar: Any = bar) -> None:
+                progress.update(bar, completed=s)
+
+        run_dir, what = ensure(spec, on_step)
+        if progress is not None:
+            progress.update(bar, completed=bench.budget)
+        ckpt = latest_checkpoint(run_dir)
+        fp = fingerprint(
+            eval_fp_base,
+            json.loads((run_dir / "config.json").read_text()),
+            _file_hash(ckpt / "model.safetensors"),
+        )
+        eval_path = out / "eval" / spec.name / f"seed{spec.seed}.json"
+        result = _load_eval(eval_path, fp)
+        if result is None:
+            say(f"[{i}/{len(specs)}] {spec.key}: {what}; evaluating")
+            result = evaluate(spec, run_dir)
+            _save_eval(eval_path, fp, result)
+        else:
+            say(f"[{i}/{len(specs)}] {spec.key}: {what}; evaluation reused")
+        for key, recs in result.records.items():
+            results[key] += recs
+        arrays[(spec.name, spec.seed)] = result.arrays
+        run_seconds[spec.key] = time.perf_counter() - t0
+    return results, arrays, run_seconds
+
+
 def run_benchmark(
     data_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -288,52 +353,24 @@ def run_benchmark(
         f"(negatives sampled at rate {ev.rate:.3f}), {len(specs)} runs"
     )
 
-    results: dict[str, list] = {
-        "geometry": [],
-        "training_curves": [],
-        "probes": [],
-        "robustness": [],
-        "temporal": [],
-        "alignment": [],
-    }
-    arrays: dict[tuple[str, int], dict[str, np.ndarray]] = {}
-    run_seconds: dict[str, float] = {}
-    for i, spec in enumerate(specs, 1):
-        t0 = time.perf_counter()
-        bar = None
-        if progress is not None:
-            bar = progress.add_task(f"[{i}/{len(specs)}] train {spec.key}", total=bench.budget)
-        run_dir, what = ensure_run(
+    results, arrays, run_seconds = train_and_evaluate(
+        specs,
+        bench,
+        out,
+        eval_fp_base,
+        ensure=lambda spec, on_step: ensure_run(
             spec,
             bench,
             data_dir,
             out / "runs",
             sup_labels,
             identity=sup_identity if spec.method == "supervised" else identity,
-            on_step=(lambda s, bar=bar: progress.update(bar, completed=s))
-            if bar is not None
-            else None,
-        )
-        if bar is not None:
-            progress.update(bar, completed=bench.budget)
-        ckpt = latest_checkpoint(run_dir)
-        fp = fingerprint(
-            eval_fp_base,
-            json.loads((run_dir / "config.json").read_text()),
-            _file_hash(ckpt / "model.safetensors"),
-        )
-        eval_path = out / "eval" / spec.name / f"seed{spec.seed}.json"
-        result = _load_eval(eval_path, fp)
-        if result is None:
-            say(f"[{i}/{len(specs)}] {spec.key}: {what}; evaluating")
-            result = evaluate_run(spec, run_dir, ctx, say=say)
-            _save_eval(eval_path, fp, result)
-        else:
-            say(f"[{i}/{len(specs)}] {spec.key}: {what}; evaluation reused")
-        for key, recs in result.records.items():
-            results[key] += recs
-        arrays[(spec.name, spec.seed)] = result.arrays
-        run_seconds[spec.key] = time.perf_counter() - t0
+            on_step=on_step,
+        ),
+        evaluate=lambda spec, run_dir: evaluate_run(spec, run_dir, ctx, say=say),
+        say=say,
+        progress=progress,
+    )
 
     names = list(dict.fromkeys(s.name for s in specs))
     # Count features (log code counts, vocabulary from the training split) + the same probe.

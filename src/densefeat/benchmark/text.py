@@ -96,12 +96,12 @@ from .run import (
     RESULTS_KIND,
     RESULTS_VERSION,
     _device,
-    _file_hash,
     _load_eval,
     _save_eval,
     _shared_resamples,
     _versions,
     _write_atomic,
+    train_and_evaluate,
 )
 from .runs import _state, ensure_run, run_config
 from .summary import (
@@ -798,51 +798,18 @@ def run_text_benchmark(
         f"{len(rows):,} notes ({int(rows.held().sum()):,} held out), {len(specs)} runs"
     )
 
-    results: dict[str, list] = {
-        "geometry": [],
-        "training_curves": [],
-        "probes": [],
-        "robustness": [],
-        "temporal": [],
-        "alignment": [],
-    }
-    arrays: dict[tuple[str, int], dict[str, np.ndarray]] = {}
-    run_seconds: dict[str, float] = {}
-    for i, spec in enumerate(specs, 1):
-        t0 = time.perf_counter()
-        bar = None
-        if progress is not None:
-            bar = progress.add_task(f"[{i}/{len(specs)}] train {spec.key}", total=bench.budget)
-        run_dir, what = _ensure_text_run(
-            spec,
-            bench,
-            data,
-            out / "runs",
-            identity,
-            on_step=(lambda s, bar=bar: progress.update(bar, completed=s))
-            if bar is not None
-            else None,
-        )
-        if bar is not None:
-            progress.update(bar, completed=bench.budget)
-        ckpt = latest_checkpoint(run_dir)
-        fp = fingerprint(
-            eval_fp_base,
-            json.loads((run_dir / "config.json").read_text()),
-            _file_hash(ckpt / "model.safetensors"),
-        )
-        eval_path = out / "eval" / spec.name / f"seed{spec.seed}.json"
-        result = _load_eval(eval_path, fp)
-        if result is None:
-            say(f"[{i}/{len(specs)}] {spec.key}: {what}; evaluating")
-            result = evaluate_text_run(spec, run_dir, rows, ctx, say)
-            _save_eval(eval_path, fp, result)
-        else:
-            say(f"[{i}/{len(specs)}] {spec.key}: {what}; evaluation reused")
-        for key, recs in result.records.items():
-            results[key] += recs
-        arrays[(spec.name, spec.seed)] = result.arrays
-        run_seconds[spec.key] = time.perf_counter() - t0
+    results, arrays, run_seconds = train_and_evaluate(
+        specs,
+        bench,
+        out,
+        eval_fp_base,
+        ensure=lambda spec, on_step: _ensure_text_run(
+            spec, bench, data, out / "runs", identity, on_step=on_step
+        ),
+        evaluate=lambda spec, run_dir: evaluate_text_run(spec, run_dir, rows, ctx, say),
+        say=say,
+        progress=progress,
+    )
 
     names = list(dict.fromkeys(s.name for s in specs))
     baselines_skipped: list[dict[str, str]] = []
