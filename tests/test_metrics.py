@@ -202,19 +202,75 @@ def test_bad_input_raises(bad, match):
 
 
 # ----------------------------------------------------------------- pair metrics
-def test_principal_angles_match_scipy():
+def _planted_angles(theta, extra_a=0, n=50, seed=16):
+    """Orthonormal A (p = len(theta) + extra_a columns) and B (len(theta) columns) whose
+    principal angles are exactly ``theta`` (up to the rounding of B's entries, ~1e-16)."""
+    q_count = len(theta)
+    p = q_count + extra_a
+    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, p + q_count)))
+    a = q[:, :p]
+    b = np.cos(theta) * q[:, :q_count] + np.sin(theta) * q[:, p : p + q_count]
+    return a, b
+
+
+def test_principal_angles_closed_form_small_and_large_mixed():
+    # Issue 17, input 1: one angle near 0 and one near pi/2. Each must come from the formula
+    # that is accurate for it (arcsin near 0, arccos near pi/2): errors ~1e-17, where taking
+    # the formula by the reversed mask (scipy's subspace_angles) errs by 4e-11 and 1e-9.
+    t, s = 1e-6, math.pi / 2 - 1e-9
+    a, b = _planted_angles(np.array([t, s]))
+    got = F.principal_angles(a, b).numpy()
+    np.testing.assert_allclose(got, [s, t], rtol=0, atol=1e-15)
+    assert abs(got[1] - t) / t < 1e-9
+
+
+@pytest.mark.parametrize("extra_a", [0, 3])
+def test_principal_angles_closed_form_across_pi_over_4(extra_a):
+    theta = np.array([1e-9, 1e-6, 0.3, math.pi / 4 - 1e-3, math.pi / 4 + 1e-3, 1.2, 1.5707963])
+    a, b = _planted_angles(theta, extra_a)
+    want = np.sort(theta)[::-1]
+    # the column space, not the basis, matters: mix the columns with a well-conditioned map
+    mix = np.eye(b.shape[1]) + 0.1 * np.random.default_rng(17).standard_normal((b.shape[1],) * 2)
+    for x, y in [(a, b), (b, a), (a * 3.0, b @ mix)]:
+        np.testing.assert_allclose(F.principal_angles(x, y).numpy(), want, rtol=0, atol=1e-14)
+
+
+def test_principal_angles_shared_subspace_gives_exact_zeros():
+    # Issue 17, input 2: span(b) contains span(a[:, :3]). The three shared directions have
+    # angle 0 exactly (previously [1.5e-8, 0, 0] from arccos). The other three are the angles
+    # between the parts of a[:, 3:] and b[:, 3:] orthogonal to the shared span (both spaces
+    # contain it), computed here by a separate route.
+    rng = np.random.default_rng(18)
+    a = rng.standard_normal((100, 6))
+    shared = a[:, :3] @ rng.standard_normal((3, 3))
+    b = np.c_[shared, rng.standard_normal((100, 3))]
+    got = F.principal_angles(a, b).numpy()
+    assert np.all(got[3:] < 1e-14), got[3:]
+    s_basis = np.linalg.qr(a[:, :3])[0]
+    rest_a = np.linalg.qr(a[:, 3:] - s_basis @ (s_basis.T @ a[:, 3:]))[0]
+    rest_b = np.linalg.qr(b[:, 3:] - s_basis @ (s_basis.T @ b[:, 3:]))[0]
+    cos = np.linalg.svd(rest_a.T @ rest_b, compute_uv=False)
+    assert cos.max() ** 2 < 0.5  # all three beyond pi/4: arccos is accurate for them
+    np.testing.assert_allclose(got[:3], np.arccos(cos[::-1]), rtol=0, atol=1e-13)
+
+
+def test_principal_angles_match_scipy_where_scipy_is_right():
+    # scipy.linalg.subspace_angles applies its cos^2 >= 1/2 test to the reversed list of
+    # angles (issue 17). That is harmless exactly when every angle lies on the same side of
+    # pi/4: all from arccos (random subspaces of R^60) or all from arcsin (nearly identical
+    # subspaces). Only such cases are compared with scipy; mixed ones use closed forms above.
     rng = np.random.default_rng(8)
     for p, q in [(7, 4), (3, 9), (5, 5)]:
         a, b = rng.standard_normal((60, p)), rng.standard_normal((60, q))
-        np.testing.assert_allclose(
-            F.principal_angles(a, b).numpy(), scipy.linalg.subspace_angles(a, b), atol=1e-12
-        )
+        got = F.principal_angles(a, b).numpy()
+        assert np.all(got > math.pi / 4)
+        np.testing.assert_allclose(got, scipy.linalg.subspace_angles(a, b), atol=1e-12)
     # nearly identical subspaces: small angles must be accurate (the arcsin branch)
     a = rng.standard_normal((60, 4))
     b = a + 1e-9 * rng.standard_normal((60, 4))
-    np.testing.assert_allclose(
-        F.principal_angles(a, b).numpy(), scipy.linalg.subspace_angles(a, b), atol=1e-15
-    )
+    got = F.principal_angles(a, b).numpy()
+    assert np.all(got < math.pi / 4)
+    np.testing.assert_allclose(got, scipy.linalg.subspace_angles(a, b), atol=1e-15)
 
 
 def _np_sample_subspace_distance(za, zb, k):

@@ -53,9 +53,18 @@ def principal_angles(a: Any, b: Any) -> Tensor:
     """Principal angles (radians, descending) between the column spaces of ``a`` and ``b``.
 
     Björck & Golub (1973) with Knyazev & Argentati's (2002) sine-based refinement for small
-    angles, the algorithm of ``scipy.linalg.subspace_angles``: cosines from
-    ``svd(Qa^T Qb)``, and where ``cos^2 >= 1/2`` the angle from the sines, which are accurate
-    there while ``arccos`` is not.
+    angles: cosines from ``svd(Qa^T Qb)``, sines from the singular values of the part of one
+    basis orthogonal to the other, and each angle taken from its sine where its own
+    ``cos^2 >= 1/2`` (``theta <= pi/4``), from its cosine elsewhere: ``arccos`` loses digits
+    near 0 (``1 - cos theta ~ theta^2 / 2``) and ``arcsin`` near ``pi/2``, so both ends keep
+    an absolute accuracy of ~1e-16.
+
+    This is the algorithm of ``scipy.linalg.subspace_angles`` with one difference: scipy (1.17
+    and earlier) tests ``cos^2 >= 1/2`` on the cosines in descending order but applies the
+    test to the angles in descending order, i.e. to the reversed list. When small and large
+    angles mix, its small angles then come from ``arccos`` (errors ~1e-8) and its angles near
+    ``pi/2`` from ``arcsin``. Here the test is made per angle. The two agree when every angle
+    is on the same side of ``pi/4``.
 
     Args:
         a: (n, p) matrix.
@@ -75,13 +84,14 @@ def principal_angles(a: Any, b: Any) -> Tensor:
     # Residual of the larger basis projected on the smaller one: its singular values are the
     # sines of the angles.
     resid = qb - qa @ cross if qa.shape[1] >= qb.shape[1] else qa - qb @ cross.T
-    mask = sigma.square() >= 0.5
-    if bool(mask.any()):
-        mu = torch.arcsin(torch.linalg.svdvals(resid).clamp(-1.0, 1.0))[: sigma.numel()]
-    else:
-        mu = torch.zeros_like(sigma)
-    theta = torch.where(mask, mu, torch.arccos(sigma.flip(0).clamp(-1.0, 1.0)))
-    return theta
+    # Both lists in the order of the angles, largest first: the cosines ascending and the
+    # sines descending. The i-th angle uses its own cosine for the choice of formula.
+    cos = sigma.flip(0).clamp(-1.0, 1.0)
+    small = cos.square() >= 0.5
+    if bool(small.any()):
+        sin = torch.linalg.svdvals(resid)[: sigma.numel()].clamp(-1.0, 1.0)
+        return torch.where(small, torch.arcsin(sin), torch.arccos(cos))
+    return torch.arccos(cos)
 
 
 def _cov64(za: Tensor, zb: Tensor | None = None) -> tuple[Tensor, ...]:
