@@ -16,18 +16,23 @@ to the matrix it decomposes (``Zc`` for SVD, ``C`` for the covariance route).
 Public metric functions accept a torch tensor or a NumPy array (n, d) and return Python floats
 computed in float64. Nothing returns NaN silently: undefined cases are ``inf`` with a reason
 (:func:`condition_number_reason`) or raise ``ValueError``.
+
+A :class:`Spectrum` holds NumPy float64 vectors, and everything after the decomposition is
+NumPy: the covariance route (:func:`spectrum_from_covariance`, :func:`geometry` of a
+:class:`Spectrum`) never imports torch, so a streaming analysis can run without it. Only
+:func:`spectrum` (rows at hand, any tensor) imports torch, when called. The d x d
+eigendecompositions run on one BLAS thread (:func:`one_blas_thread`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import torch
-from torch import Tensor
-
-from ._validation import as_matrix
+import numpy as np
 
 __all__ = [
     "AlphaReq",
@@ -40,6 +45,7 @@ __all__ = [
     "effective_rank_eig",
     "geometry",
     "numerical_rank",
+    "one_blas_thread",
     "participation_ratio",
     "rankme",
     "spectral_entropy",
@@ -48,9 +54,43 @@ __all__ = [
     "stable_rank",
 ]
 
-_EPS64 = torch.finfo(torch.float64).eps
+_EPS64 = float(np.finfo(np.float64).eps)
 #: RankMe's additive constant (Garrido et al. 2023, eq. 1).
 RANKME_EPS = 1e-7
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Run the NumPy/SciPy BLAS and LAPACK calls inside on one thread (if threadpoolctl is
+    installed; otherwise this does nothing).
+
+    For the small d x d problems of the metrics (eigendecompositions of a 512 x 512
+    covariance: ~10-30 ms) extra threads buy little on a quiet machine and cost a lot on a
+    busy one, where they spin-wait for cores that other processes hold: measured on a shared
+    2-core machine at load averages 3-6, ``numpy.linalg.eigvalsh`` of 512 x 512 took 44-139 ms
+    with OpenBLAS's 2 threads and 23-44 ms with one. The n x d products (the covariance
+    accumulation) keep every thread.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # an optional speed-up, not a dependency
+        yield
+        return
+    with threadpool_limits(1, user_api="blas"):
+        yield
+
+
+def _as_vector64(x: Any) -> np.ndarray:
+    """A float64 NumPy copy of a vector given as an array, a sequence or a torch tensor."""
+    if hasattr(x, "detach"):  # a torch tensor, possibly on an accelerator or with a gradient
+        x = x.detach().cpu().double().numpy()
+    return np.array(x, dtype=np.float64)
+
+
+def _frozen(x: Any) -> np.ndarray:
+    v = _as_vector64(x).reshape(-1)
+    v.flags.writeable = False
+    return v
 
 
 @dataclass(frozen=True)
@@ -58,25 +98,32 @@ class Spectrum:
     """Singular values of ``Zc`` (and optionally of ``Z``) with the matrix shape.
 
     Attributes:
-        singular_values: float64, descending, length ``min(n, d)``; singular values of ``Zc``.
+        singular_values: float64 NumPy vector (read-only), descending, length
+            ``min(n, d)``; singular values of ``Zc``. A tensor or a sequence given to the
+            constructor is converted.
         n: rows of the matrix.
         d: columns of the matrix.
         numerical_rank: count of singular values above the route's tolerance.
         uncentred: float64 descending singular values of ``Z`` itself (RankMe), or ``None``.
-        route: ``"svd"`` or ``"covariance"``, how the values were obtained.
+        route: ``"svd"``, ``"covariance"`` or ``"reference"``, how the values were obtained.
     """
 
-    singular_values: Tensor
+    singular_values: np.ndarray
     n: int
     d: int
     numerical_rank: int
-    uncentred: Tensor | None = None
+    uncentred: np.ndarray | None = None
     route: str = "svd"
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "singular_values", _frozen(self.singular_values))
+        if self.uncentred is not None:
+            object.__setattr__(self, "uncentred", _frozen(self.uncentred))
+
     @property
-    def eigenvalues(self) -> Tensor:
+    def eigenvalues(self) -> np.ndarray:
         """Covariance eigenvalues ``lambda_i = s_i^2 / (n - 1)``, descending, float64."""
-        return self.singular_values.square() / (self.n - 1)
+        return np.square(self.singular_values) / (self.n - 1)
 
     @property
     def max_rank(self) -> int:
@@ -84,16 +131,12 @@ class Spectrum:
         return min(self.n - 1, self.d)
 
 
-def _rank_from_values(values: Tensor, n: int, d: int) -> int:
+def _rank_from_values(values: np.ndarray, n: int, d: int) -> int:
     """Count ``values_i > values_1 * max(n, d) * eps(float64)``; zero when all are zero."""
-    if values.numel() == 0 or float(values[0]) <= 0.0:
+    if values.size == 0 or float(values[0]) <= 0.0:
         return 0
     tol = float(values[0]) * max(n, d) * _EPS64
-    return int((values > tol).sum())
-
-
-def _svdvals64(x: Tensor) -> Tensor:
-    return torch.linalg.svdvals(x.to(torch.float64))
+    return int(np.count_nonzero(values > tol))
 
 
 def spectrum(z: Any, *, uncentred: bool = True, name: str = "z") -> Spectrum:
@@ -104,43 +147,75 @@ def spectrum(z: Any, *, uncentred: bool = True, name: str = "z") -> Spectrum:
         uncentred: also compute singular values of the uncentred ``z`` (needed by RankMe).
         name: argument name for error messages.
     """
+    import torch
+
+    from ._validation import as_matrix
+
     z = as_matrix(z, name)
     n, d = z.shape
     z64 = z.to(torch.float64)
-    s = _svdvals64(z64 - z64.mean(0))
-    su = _svdvals64(z64) if uncentred else None
+    s = torch.linalg.svdvals(z64 - z64.mean(0)).cpu().numpy()
+    su = torch.linalg.svdvals(z64).cpu().numpy() if uncentred else None
     return Spectrum(s, n, d, _rank_from_values(s, n, d), su, "svd")
 
 
-def _eigvals_desc(sym: Tensor) -> Tensor:
-    # eigvalsh of a PSD matrix can return tiny negatives from rounding: clip them to zero.
-    return torch.linalg.eigvalsh(sym.to(torch.float64)).flip(0).clamp_min(0.0)
+def _as_matrix64(x: Any) -> np.ndarray:
+    """A float64 NumPy view or copy of a matrix given as an array or a torch tensor."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
 
 
-def spectrum_from_covariance(cov: Any, n: int, mean: Any | None = None) -> Spectrum:
+def _eigvalsh_desc(sym: Any) -> np.ndarray:
+    """Eigenvalues of a symmetric PSD matrix, descending, float64, on one BLAS thread.
+
+    ``eigvalsh`` of a PSD matrix can return tiny negatives from rounding: they are clipped to
+    zero.
+    """
+    a = np.ascontiguousarray(_as_matrix64(sym))
+    with one_blas_thread():
+        lam = np.linalg.eigvalsh(a)
+    return lam[::-1].clip(min=0.0)
+
+
+def spectrum_from_covariance(
+    cov: Any, n: int, mean: Any | None = None, *, eigenvalues: Any | None = None
+) -> Spectrum:
     """Spectrum from the unbiased covariance ``C`` of ``n`` rows (and their mean, for RankMe).
 
     ``s_i = sqrt((n - 1) lambda_i(C))``; the numerical rank counts
     ``lambda_i > lambda_1 * max(n, d) * eps``. With ``mean`` given, the uncentred second
     moment ``Z^T Z = (n - 1) C + n mu mu^T`` yields the uncentred singular values.
+
+    Args:
+        cov: (d, d) covariance (array or tensor).
+        n: number of rows it was computed from (>= 2).
+        mean: optional (d,) mean of the rows, for the uncentred spectrum (RankMe).
+        eigenvalues: the eigenvalues of ``cov`` if already computed (any order; e.g. from an
+            ``eigh`` whose vectors are needed elsewhere), so that they are not computed twice.
     """
-    c = torch.as_tensor(cov, dtype=torch.float64)
+    c = _as_matrix64(cov)
     if c.ndim != 2 or c.shape[0] != c.shape[1]:
         raise ValueError(f"cov: expected a square matrix, got shape {tuple(c.shape)}")
     if n < 2:
         raise ValueError(f"need at least 2 rows, got n={n}")
-    if not bool(torch.isfinite(c).all()):
+    if not np.isfinite(c).all():
         raise ValueError("cov: contains NaN or inf")
     d = c.shape[0]
-    lam = _eigvals_desc(c)
+    if eigenvalues is None:
+        lam = _eigvalsh_desc(c)
+    else:
+        lam = np.sort(_as_vector64(eigenvalues).reshape(-1))[::-1].clip(min=0.0)
+        if lam.size != d:
+            raise ValueError(f"eigenvalues: expected {d} values, got {lam.size}")
     rank = _rank_from_values(lam, n, d)
     k = min(n, d)
-    s = ((n - 1) * lam[:k]).sqrt()
+    s = np.sqrt((n - 1) * lam[:k])
     su = None
     if mean is not None:
-        mu = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
-        second = (n - 1) * c + n * torch.outer(mu, mu)
-        su = _eigvals_desc(second)[:k].sqrt()
+        mu = _as_vector64(mean).reshape(-1)
+        second = (n - 1) * c + n * np.outer(mu, mu)
+        su = np.sqrt(_eigvalsh_desc(second)[:k])
     return Spectrum(s, n, d, rank, su, "covariance")
 
 
@@ -152,13 +227,14 @@ def _as_spectrum(z: Any, *, uncentred: bool = False) -> Spectrum:
     return spectrum(z, uncentred=uncentred)
 
 
-def _entropy(p: Tensor) -> Tensor:
+def _entropy(p: np.ndarray) -> float:
     """Shannon entropy in nats with ``0 log 0 = 0``."""
-    return -torch.special.xlogy(p, p).sum()
+    q = p[p > 0]
+    return float(-(q * np.log(q)).sum())
 
 
-def _nonzero_or_raise(s: Tensor, what: str) -> None:
-    if s.numel() == 0 or float(s[0]) <= 0.0:
+def _nonzero_or_raise(s: np.ndarray, what: str) -> None:
+    if s.size == 0 or float(s[0]) <= 0.0:
         raise ValueError(
             f"{what} is undefined for a zero-variance matrix (every column is constant)"
         )
@@ -172,14 +248,14 @@ def effective_rank(z: Any) -> float:
     """
     s = _as_spectrum(z).singular_values
     _nonzero_or_raise(s, "effective_rank")
-    return float(torch.exp(_entropy(s / s.sum())))
+    return math.exp(_entropy(s / s.sum()))
 
 
 def spectral_entropy(z: Any) -> float:
     """Entropy ``H(p)`` in nats of the normalised covariance spectrum ``p = lambda / tr C``."""
     lam = _as_spectrum(z).eigenvalues
     _nonzero_or_raise(lam, "spectral_entropy")
-    return float(_entropy(lam / lam.sum()))
+    return _entropy(lam / lam.sum())
 
 
 def effective_rank_eig(z: Any) -> float:
@@ -200,7 +276,7 @@ def rankme(z: Any) -> float:
     assert su is not None
     _nonzero_or_raise(su, "rankme")
     p = su / su.sum() + RANKME_EPS
-    return float(torch.exp(-(p * p.log()).sum()))
+    return math.exp(-float((p * np.log(p)).sum()))
 
 
 def participation_ratio(z: Any) -> float:
@@ -208,14 +284,14 @@ def participation_ratio(z: Any) -> float:
     lam = _as_spectrum(z).eigenvalues
     _nonzero_or_raise(lam, "participation_ratio")
     p = lam / lam.sum()
-    return float(1.0 / p.square().sum())
+    return float(1.0 / np.square(p).sum())
 
 
 def stable_rank(z: Any) -> float:
     """Stable rank ``||Zc||_F^2 / s_1^2`` (= tr C / lambda_1)."""
     s = _as_spectrum(z).singular_values
     _nonzero_or_raise(s, "stable_rank")
-    return float(s.square().sum() / s[0].square())
+    return float(np.square(s).sum() / s[0] ** 2)
 
 
 def numerical_rank(z: Any) -> int:
@@ -269,8 +345,8 @@ def condition_number_k(z: Any, k: int | None = None) -> float:
     _nonzero_or_raise(s, "condition_number_k")
     if k is None:
         k = max(1, round(effective_rank(sp)))
-    if not 1 <= k <= s.numel():
-        raise ValueError(f"k must be in [1, min(n, d) = {s.numel()}], got k={k}")
+    if not 1 <= k <= s.size:
+        raise ValueError(f"k must be in [1, min(n, d) = {s.size}], got k={k}")
     if k > sp.numerical_rank:
         return math.inf
     return float(s[0] / s[k - 1])
@@ -322,17 +398,17 @@ def alpha_req(z: Any, first_rank: int = 5, last_rank: int = 99) -> AlphaReq:
             hi,
             "numerical rank 1: one nonzero eigenvalue, the spectrum decays infinitely fast",
         )
-    r = torch.arange(lo, hi + 1, dtype=torch.float64)
-    x = r.log()
-    y = lam[lo - 1 : hi].log()
+    r = np.arange(lo, hi + 1, dtype=np.float64)
+    x = np.log(r)
+    y = np.log(lam[lo - 1 : hi])
     w = 1.0 / r
     w = w / w.sum()
     xm, ym = (w * x).sum(), (w * y).sum()
-    sxx = (w * (x - xm).square()).sum()
+    sxx = (w * np.square(x - xm)).sum()
     slope = (w * (x - xm) * (y - ym)).sum() / sxx
     resid = y - (ym + slope * (x - xm))
-    ss_tot = (w * (y - ym).square()).sum()
-    r2 = 1.0 if float(ss_tot) == 0.0 else float(1.0 - (w * resid.square()).sum() / ss_tot)
+    ss_tot = (w * np.square(y - ym)).sum()
+    r2 = 1.0 if float(ss_tot) == 0.0 else float(1.0 - (w * np.square(resid)).sum() / ss_tot)
     return AlphaReq(float(-slope), r2, lo, hi, reason)
 
 

@@ -10,19 +10,24 @@ Two notions of "the same subspace" appear in DESIGN.md and must not be confused:
 * **feature space** (:func:`subspace_distance_feature`) — the top-k principal *axes*; only
   meaningful when both matrices come from the same model (same coordinates).
 
-All results are float64. Inputs are torch tensors or NumPy arrays.
+All results are float64. Inputs are torch tensors or NumPy arrays. The functions of d x d
+statistics (``*_from_covariances``, ``*_from_stats``, :func:`chance_subspace_distance`) are
+NumPy only and never import torch, so a streaming analysis can run without it; the functions
+that take rows import torch when called.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
+import numpy as np
 
-from ._validation import as_matrix, check_pair
+from .spectrum import _as_matrix64, one_blas_thread
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = [
     "chance_subspace_distance",
@@ -37,11 +42,13 @@ __all__ = [
     "subspace_distance_from_covariances",
 ]
 
-_EPS64 = torch.finfo(torch.float64).eps
+_EPS64 = float(np.finfo(np.float64).eps)
 
 
 def _orth(a: Tensor) -> Tensor:
     """Orthonormal basis of the column space (rank by ``s > s_1 * max(m, n) * eps``)."""
+    import torch
+
     u, s, _ = torch.linalg.svd(a, full_matrices=False)
     if s.numel() == 0 or float(s[0]) == 0.0:
         return u[:, :0]
@@ -73,6 +80,10 @@ def principal_angles(a: Any, b: Any) -> Tensor:
     Returns:
         float64 tensor of ``min(rank a, rank b)`` angles in ``[0, pi/2]``, largest first.
     """
+    import torch
+
+    from ._validation import as_matrix, check_pair
+
     a = as_matrix(a, "a", min_rows=1).to(torch.float64)
     b = as_matrix(b, "b", min_rows=1).to(torch.float64)
     check_pair(a, b, ("a", "b"))
@@ -95,6 +106,8 @@ def principal_angles(a: Any, b: Any) -> Tensor:
 
 
 def _cov64(za: Tensor, zb: Tensor | None = None) -> tuple[Tensor, ...]:
+    import torch
+
     za = za.to(torch.float64)
     zac = za - za.mean(0)
     n = za.shape[0]
@@ -105,15 +118,57 @@ def _cov64(za: Tensor, zb: Tensor | None = None) -> tuple[Tensor, ...]:
     return zac.T @ zac / (n - 1), zbc.T @ zbc / (n - 1), zac.T @ zbc / (n - 1)
 
 
-def _top_eig(cov: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    lam, vec = torch.linalg.eigh(cov)
-    return lam.flip(0)[:k], vec.flip(1)[:, :k]
+def _eigh_desc(cov: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (descending) and eigenvectors (columns, same order) of a symmetric matrix,
+    float64, on one BLAS thread."""
+    c = np.ascontiguousarray(_as_matrix64(cov))
+    with one_blas_thread():
+        lam, vec = np.linalg.eigh(c)
+    return lam[::-1], vec[:, ::-1]
 
 
-def _cov_rank(lam_desc: Tensor, n: int) -> int:
+def _cov_rank(lam_desc: np.ndarray, n: int) -> int:
     if float(lam_desc[0]) <= 0.0:
         return 0
-    return int((lam_desc > float(lam_desc[0]) * max(n, lam_desc.numel()) * _EPS64).sum())
+    return int(np.count_nonzero(lam_desc > float(lam_desc[0]) * max(n, lam_desc.size) * _EPS64))
+
+
+def _sample_space_cosines(
+    cov_a: Any,
+    cov_b: Any,
+    cov_ab: Any,
+    n: int,
+    k: int,
+    eigh_a: tuple[np.ndarray, np.ndarray] | None = None,
+    eigh_b: tuple[np.ndarray, np.ndarray] | None = None,
+    stacklevel: int = 3,
+) -> np.ndarray:
+    """:func:`sample_space_cosines` in NumPy; ``eigh_a``/``eigh_b``: the descending
+    eigendecompositions of ``cov_a``/``cov_b`` (:func:`_eigh_desc`) if already computed."""
+    ca, cb, cab = _as_matrix64(cov_a), _as_matrix64(cov_b), _as_matrix64(cov_ab)
+    if cab.shape != (ca.shape[0], cb.shape[0]):
+        raise ValueError(
+            f"cov_ab has shape {tuple(cab.shape)}, expected {(ca.shape[0], cb.shape[0])}"
+        )
+    kmax = min(n - 1, ca.shape[0], cb.shape[0])
+    if not 1 <= k <= kmax:
+        raise ValueError(f"k must be in [1, min(n - 1, d_a, d_b) = {kmax}], got k={k}")
+    lam_a, va = eigh_a if eigh_a is not None else _eigh_desc(ca)
+    lam_b, vb = eigh_b if eigh_b is not None else _eigh_desc(cb)
+    rank = min(_cov_rank(lam_a, n), _cov_rank(lam_b, n))
+    if rank == 0:
+        raise ValueError("subspace comparison is undefined for a zero-variance matrix")
+    if k > rank:
+        warnings.warn(
+            f"k={k} exceeds the numerical rank {rank} of the compared matrices; using k={rank}",
+            RuntimeWarning,
+            stacklevel=stacklevel,
+        )
+        k = rank
+    m = (va[:, :k].T @ cab @ vb[:, :k]) / np.outer(np.sqrt(lam_a[:k]), np.sqrt(lam_b[:k]))
+    with one_blas_thread():
+        cos = np.linalg.svd(m, compute_uv=False)
+    return cos.clip(0.0, 1.0)
 
 
 def sample_space_cosines(cov_a: Any, cov_b: Any, cov_ab: Any, n: int, k: int) -> Tensor:
@@ -124,43 +179,28 @@ def sample_space_cosines(cov_a: Any, cov_b: Any, cov_ab: Any, n: int, k: int) ->
     ``C_a`` (the ``n - 1`` factors cancel). ``k`` is clipped to the numerical ranks of both
     covariances, with a warning: beyond them the "singular vectors" are rounding noise.
 
+    The angles ``arccos(cos)`` resolve nothing below ~1e-8 rad: from d x d statistics a
+    cosine is known to ~1e-16, and ``cos theta = 1 - theta^2 / 2``. The angles between
+    matrices at hand are accurate to ~1e-16 with :func:`principal_angles`.
+
     Returns:
         float64 cosines in [0, 1], descending, length ``k`` (after clipping).
     """
-    ca = torch.as_tensor(cov_a, dtype=torch.float64)
-    cb = torch.as_tensor(cov_b, dtype=torch.float64)
-    cab = torch.as_tensor(cov_ab, dtype=torch.float64)
-    if cab.shape != (ca.shape[0], cb.shape[0]):
-        raise ValueError(
-            f"cov_ab has shape {tuple(cab.shape)}, expected {(ca.shape[0], cb.shape[0])}"
-        )
-    kmax = min(n - 1, ca.shape[0], cb.shape[0])
-    if not 1 <= k <= kmax:
-        raise ValueError(f"k must be in [1, min(n - 1, d_a, d_b) = {kmax}], got k={k}")
-    lam_a_all = torch.linalg.eigvalsh(ca).flip(0)
-    lam_b_all = torch.linalg.eigvalsh(cb).flip(0)
-    rank = min(_cov_rank(lam_a_all, n), _cov_rank(lam_b_all, n))
-    if rank == 0:
-        raise ValueError("subspace comparison is undefined for a zero-variance matrix")
-    if k > rank:
-        warnings.warn(
-            f"k={k} exceeds the numerical rank {rank} of the compared matrices; using k={rank}",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        k = rank
-    lam_a, va = _top_eig(ca, k)
-    lam_b, vb = _top_eig(cb, k)
-    m = (va.T @ cab @ vb) / torch.outer(lam_a.sqrt(), lam_b.sqrt())
-    return torch.linalg.svdvals(m).clamp(0.0, 1.0)
+    import torch
+
+    return torch.from_numpy(_sample_space_cosines(cov_a, cov_b, cov_ab, n, k))
 
 
 def subspace_distance_from_covariances(
     cov_a: Any, cov_b: Any, cov_ab: Any, n: int, k: int
 ) -> float:
     """Sample-space subspace distance ``sqrt(1 - ||Ua^T Ub||_F^2 / k)`` from d x d statistics."""
-    cos = sample_space_cosines(cov_a, cov_b, cov_ab, n, k)
-    return math.sqrt(max(0.0, 1.0 - float(cos.square().sum()) / cos.numel()))
+    cos = _sample_space_cosines(cov_a, cov_b, cov_ab, n, k)
+    return _distance_from_cosines(cos)
+
+
+def _distance_from_cosines(cos: np.ndarray) -> float:
+    return math.sqrt(max(0.0, 1.0 - float(np.square(cos).sum()) / cos.size))
 
 
 def subspace_distance(za: Any, zb: Any, k: int = 16) -> float:
@@ -176,11 +216,13 @@ def subspace_distance(za: Any, zb: Any, k: int = 16) -> float:
         zb: (n, d_b) matrix, row i the same sample as row i of ``za``.
         k: subspace dimension (clipped to the numerical rank with a warning).
     """
+    from ._validation import as_matrix, check_pair
+
     za = as_matrix(za, "za")
     zb = as_matrix(zb, "zb")
     check_pair(za, zb)
     ca, cb, cab = _cov64(za, zb)
-    return subspace_distance_from_covariances(ca, cb, cab, za.shape[0], k)
+    return _distance_from_cosines(_sample_space_cosines(ca, cb, cab, za.shape[0], k))
 
 
 def chance_subspace_distance(n: int, k: int) -> float:
@@ -199,6 +241,8 @@ def subspace_distance_feature(za: Any, zb: Any, k: int = 16) -> float:
     Only meaningful for two matrices in the same coordinates (one model at two times); rows
     need not pair up, and ``n_a`` may differ from ``n_b``.
     """
+    from ._validation import as_matrix
+
     za = as_matrix(za, "za")
     zb = as_matrix(zb, "zb")
     if za.shape[1] != zb.shape[1]:
@@ -208,20 +252,18 @@ def subspace_distance_feature(za: Any, zb: Any, k: int = 16) -> float:
         )
     if not 1 <= k <= za.shape[1]:
         raise ValueError(f"k must be in [1, d = {za.shape[1]}], got k={k}")
-    _, va = _top_eig(_cov64(za)[0], k)
-    _, vb = _top_eig(_cov64(zb)[0], k)
-    return math.sqrt(max(0.0, 1.0 - float((va.T @ vb).square().sum()) / k))
+    va = _eigh_desc(_cov64(za)[0])[1][:, :k]
+    vb = _eigh_desc(_cov64(zb)[0])[1][:, :k]
+    return math.sqrt(max(0.0, 1.0 - float(np.square(va.T @ vb).sum()) / k))
 
 
 def linear_cka_from_covariances(cov_a: Any, cov_b: Any, cov_ab: Any) -> float:
     """Linear CKA ``||C_ab||_F^2 / (||C_a||_F ||C_b||_F)`` (Kornblith et al. 2019)."""
-    ca = torch.as_tensor(cov_a, dtype=torch.float64)
-    cb = torch.as_tensor(cov_b, dtype=torch.float64)
-    cab = torch.as_tensor(cov_ab, dtype=torch.float64)
-    denom = torch.linalg.matrix_norm(ca) * torch.linalg.matrix_norm(cb)
-    if float(denom) == 0.0:
+    ca, cb, cab = _as_matrix64(cov_a), _as_matrix64(cov_b), _as_matrix64(cov_ab)
+    denom = float(np.linalg.norm(ca) * np.linalg.norm(cb))
+    if denom == 0.0:
         raise ValueError("linear_cka is undefined for a zero-variance matrix")
-    return float(cab.square().sum() / denom)
+    return float(np.square(cab).sum() / denom)
 
 
 def linear_cka(za: Any, zb: Any) -> float:
@@ -231,6 +273,8 @@ def linear_cka(za: Any, zb: Any) -> float:
     not small against n: independent Gaussian matrices at n=50, d=384 score ~0.89. Use
     :func:`linear_cka_debiased` there.
     """
+    from ._validation import as_matrix, check_pair
+
     za = as_matrix(za, "za")
     zb = as_matrix(zb, "zb")
     check_pair(za, zb)
@@ -264,15 +308,13 @@ def linear_cka_debiased_from_stats(
     """
     if n < 4:
         raise ValueError(f"linear_cka_debiased needs n >= 4 rows, got n={n}")
-    ca = torch.as_tensor(cov_a, dtype=torch.float64)
-    cb = torch.as_tensor(cov_b, dtype=torch.float64)
-    cab = torch.as_tensor(cov_ab, dtype=torch.float64)
+    ca, cb, cab = _as_matrix64(cov_a), _as_matrix64(cov_b), _as_matrix64(cov_ab)
     f = float(n - 1) ** 2
-    sum_a = float(ca.trace()) * (n - 1)
-    sum_b = float(cb.trace()) * (n - 1)
-    xy = _hsic_debiased(float(cab.square().sum()) * f, sum_sq_norm_ab, sum_a, sum_b, n)
-    xx = _hsic_debiased(float(ca.square().sum()) * f, sum_sq_norm_aa, sum_a, sum_a, n)
-    yy = _hsic_debiased(float(cb.square().sum()) * f, sum_sq_norm_bb, sum_b, sum_b, n)
+    sum_a = float(np.trace(ca)) * (n - 1)
+    sum_b = float(np.trace(cb)) * (n - 1)
+    xy = _hsic_debiased(float(np.square(cab).sum()) * f, sum_sq_norm_ab, sum_a, sum_b, n)
+    xx = _hsic_debiased(float(np.square(ca).sum()) * f, sum_sq_norm_aa, sum_a, sum_a, n)
+    yy = _hsic_debiased(float(np.square(cb).sum()) * f, sum_sq_norm_bb, sum_b, sum_b, n)
     if xx <= 0.0 or yy <= 0.0:
         raise ValueError(
             "linear_cka_debiased is undefined here: the unbiased HSIC of a matrix with itself "
@@ -287,6 +329,10 @@ def linear_cka_debiased(za: Any, zb: Any) -> float:
     Removes the finite-sample bias of :func:`linear_cka`: independent matrices score ~0 instead
     of ~d / (n + d). Needs n >= 4. Can be slightly negative for unrelated matrices.
     """
+    import torch
+
+    from ._validation import as_matrix, check_pair
+
     za = as_matrix(za, "za")
     zb = as_matrix(zb, "zb")
     check_pair(za, zb)
