@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -408,3 +409,165 @@ def test_isotropic_reference_condition_number_at_a_given_k():
     assert F.isotropic_reference(300, 40, condition_k=1)["condition_number_k"] == 1.0
     # s_1 / s_10 < s_1 / s_40 for any spectrum with distinct values
     assert 1.0 < at["condition_number_k"] < ref["condition_number"]
+
+
+# Values of the previous implementation (dense SVDs of the bidiagonals, through torch) at the
+# same seeds, before the O(d^2) route: the same draws must give the same numbers. Scalars to
+# 1e-12; the mean normalised eigenvalues to 2e-7 only, because the previous implementation
+# stacked them in float32 (torch.tensor of a list of floats), which was a bug: they are now
+# float64 throughout. ``eigenvalues`` entries: first, middle, last.
+_PREVIOUS_REFERENCE = {
+    (300, 40, ()): (
+        {
+            "effective_rank": 39.30312257489223,
+            "effective_rank_eig": 37.42337522259213,
+            "spectral_entropy": 3.6222893493097246,
+            "participation_ratio": 35.31916459135146,
+            "stable_rank": 22.609051485277277,
+            "numerical_rank": 40,
+            "condition_number": 2.0725129801238253,
+            "condition_number_k": 1.943868736510629,
+            "condition_number_k_at": 39,
+            "alpha_req": 0.48158787368216627,
+            "alpha_req_r2": 0.8908772023322826,
+            "rankme": 39.30791070048026,
+        },
+        [0.0442686453461647, 0.02376488596200943, 0.010314051061868668],
+    ),
+    # n - 1 = d: square Gaussian matrices, condition numbers in the hundreds (the 2d route)
+    (41, 40, ()): (
+        {
+            "effective_rank": 32.040760415083916,
+            "effective_rank_eig": 24.296592202842977,
+            "spectral_entropy": 3.1901751608601345,
+            "participation_ratio": 20.124065481816114,
+            "stable_rank": 10.845571403034306,
+            "numerical_rank": 40,
+            "condition_number": 384.5844236674915,
+            "condition_number_k": 6.115509463078244,
+            "condition_number_k_at": 32,
+            "alpha_req": 2.128636752993713,
+            "alpha_req_r2": 0.6126088050007051,
+            "rankme": 32.44248515852388,
+        },
+        [0.09296432137489319, 0.015268764458596706, 8.211101885535754e-06],
+    ),
+    (30, 50, ()): (  # n < d: the centring zero
+        {
+            "effective_rank": 26.350186376598636,
+            "effective_rank_eig": 21.606967754851624,
+            "participation_ratio": 18.28102306543971,
+            "numerical_rank": 29,
+            "condition_number": 6.789959373818069,
+            "condition_number_k": 4.089919143811636,
+            "alpha_req": 1.373769181396876,
+            "rankme": 27.11157655882043,
+        },
+        [0.09864150732755661, 0.025708382949233055, 0.0],
+    ),
+    (540, 128, (("condition_k", 7), ("k", 5))): (
+        {
+            "effective_rank": 123.87065219017697,
+            "condition_number": 2.8017326816259054,
+            "condition_number_k": 1.0610018217904464,
+            "condition_number_k_at": 7,
+            "alpha_req": 0.34244300118767,
+            "rankme": 123.88215493893641,
+            "subspace_distance": 0.9953509743563491,
+            "subspace_distance_k": 5,
+        },
+        [0.01673024892807007, 0.007155971135944128, 0.002135100308805704],
+    ),
+    (10_000_000, 64, (("draws", 2), ("seed", 3))): (
+        {
+            "effective_rank": 63.999945505864275,
+            "participation_ratio": 63.99956406234134,
+            "condition_number": 1.0049710679063057,
+            "alpha_req": 0.002855584395621279,
+            "alpha_req_r2": 0.9092751672585557,
+            "rankme": 64.0012407912271,
+        },
+        [0.015701208263635635, 0.01562461070716381, 0.015546261332929134],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_PREVIOUS_REFERENCE), ids=str)
+def test_isotropic_reference_equals_previous_implementation(case):
+    n, d, kwargs = case
+    scalars, eig = _PREVIOUS_REFERENCE[case]
+    ref = F.isotropic_reference(n, d, **dict(kwargs))
+    for key, want in scalars.items():
+        if isinstance(want, int):
+            assert ref[key] == want, key
+        else:
+            assert ref[key] == pytest.approx(want, rel=1e-12), key
+    lam = ref["eigenvalues"]
+    np.testing.assert_allclose([lam[0], lam[len(lam) // 2], lam[-1]], eig, rtol=2e-7, atol=0)
+
+
+def _dense_bidiagonal_svd(diag, off):
+    """The previous route: every singular value of the dense bidiagonal matrix."""
+    return np.linalg.svd(np.diag(diag) + np.diag(off, 1), compute_uv=False)
+
+
+def _mp_bidiagonal_svd(diag, off, digits=50):
+    """Singular values to ~50 digits (mpmath), the ground truth for small matrices."""
+    mpmath = pytest.importorskip("mpmath")
+
+    with mpmath.workdps(digits):
+        b = mpmath.matrix(np.diag(diag) + np.diag(off, 1))
+        s = mpmath.svd_r(b, compute_uv=False)
+        return np.sort(np.array([float(v) for v in s]))[::-1]
+
+
+@pytest.mark.parametrize(("m", "d"), [(200, 30), (61, 30), (31, 30), (30, 30), (30, 45)])
+def test_bidiagonal_singular_values_against_high_precision(m, d):
+    from densefeat.functional.reference import bidiagonal_singular_values
+
+    rng = np.random.default_rng(m * 100 + d)
+    rows, cols = max(m, d), min(m, d)
+    diag = np.sqrt(rng.chisquare(np.arange(rows, rows - cols, -1, dtype=float)))
+    off = np.sqrt(rng.chisquare(np.arange(cols - 1, 0, -1, dtype=float)))
+    truth = _mp_bidiagonal_svd(diag, off)
+    got = bidiagonal_singular_values(diag, off)
+    dense = _dense_bidiagonal_svd(diag, off)
+    # Both routes have absolute errors ~eps * s_1: relative error on s_i ~ eps * s_1 / s_i.
+    tol = 50 * np.finfo(float).eps * truth[0] / truth
+    assert np.all(np.abs(got - truth) / truth <= tol), (got - truth) / truth
+    assert np.all(np.abs(dense - truth) / truth <= tol)
+    assert np.all(np.diff(got) <= 0)
+
+
+def test_bidiagonal_singular_values_without_scipy(monkeypatch):
+    # SciPy is optional at run time: without it the dense SVD gives the same values.
+    from densefeat.functional.reference import bidiagonal_singular_values
+
+    rng = np.random.default_rng(19)
+    diag, off = rng.uniform(0.5, 2.0, 64), rng.uniform(0.0, 1.0, 63)
+    with_scipy = bidiagonal_singular_values(diag, off)
+    monkeypatch.setitem(sys.modules, "scipy.linalg.lapack", None)  # `import` now fails
+    without = bidiagonal_singular_values(diag, off)
+    np.testing.assert_allclose(without, with_scipy, rtol=1e-13)
+    np.testing.assert_allclose(without, _dense_bidiagonal_svd(diag, off), rtol=0, atol=0)
+    assert bidiagonal_singular_values([3.0], []).tolist() == [3.0]
+    with pytest.raises(ValueError, match="values for a"):
+        bidiagonal_singular_values(diag, off[:-1])
+
+
+def test_isotropic_reference_is_cached_per_shape_and_seed():
+    from densefeat.functional import reference
+
+    reference._draws.cache_clear()
+    first = F.isotropic_reference(2000, 96, k=8)
+    hits = reference._draws.cache_info().hits
+    again = F.isotropic_reference(2000, 96, k=8, condition_k=3)  # same draws, other metric k
+    assert reference._draws.cache_info().hits == hits + 1
+    assert again["condition_number_k_at"] == 3
+    for key in ("effective_rank", "rankme", "condition_number", "eigenvalues"):
+        assert again[key] == first[key], key
+    first["effective_rank"] = -1.0  # results are fresh dicts: the cache cannot be corrupted
+    assert F.isotropic_reference(2000, 96, k=8)["effective_rank"] == again["effective_rank"]
+    assert F.isotropic_reference(2000, 96, seed=1)["effective_rank"] != again["effective_rank"]
+    spectra = reference._draws(2000, 96, 8, 0)
+    assert not spectra[0].singular_values.flags.writeable  # cached arrays are read-only
