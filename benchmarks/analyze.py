@@ -1,38 +1,47 @@
-"""Throughput and peak memory of ``densefeat analyze`` on a large .npy file.
+"""``densefeat analyze`` against the one-pass NumPy floor, side by side on the same file.
 
-Generates an ``n x d`` float32 .npy (default 1,000,000 x 768, 2.86 GiB) in a temporary
-directory, written chunk by chunk (header, then ``tofile``) so generation stays low-memory,
-then runs, each in its own child process:
+Generates an ``n x d`` float32 .npy (default 100,000 x 512; ``--large`` adds 1,000,000 x 768,
+2.86 GiB) in a temporary directory, written chunk by chunk so generation stays low-memory,
+then runs, each in its own child process and ``--repeat`` times (interleaved, so a change in
+the machine's load hits every row alike):
 
-* ``import``: the interpreter with torch and densefeat imported (the floor under everything);
-* ``densefeat analyze``: the console script end to end (``--json`` included);
-* ``isotropic_reference``: the isotropic Gaussian reference of shape (n, d) alone. It depends
-  on d only (16 dense d x d SVDs) and is the largest part of the CLI's time at d = 768;
-* ``pass: buffered``: the streaming pass of ``densefeat analyze`` alone — chunks from
-  ``densefeat.io`` (buffered ``readinto``) into a ``CovarianceAccumulator``, then ``compute``;
-* ``pass: np.load mmap``: the same pass over ``np.load(mmap_mode="r")`` slices.
+* ``numpy floor``: the least a one-pass analysis can cost: a script that imports NumPy only,
+  reads the rows in chunks (the buffered ``readinto`` that ``densefeat.io`` uses, same chunk
+  size), accumulates ``sum x`` and ``X^T X`` in float64 (raw sums: cheaper than, and not as
+  safe as, the centred update of the library) and takes ``eigvalsh`` of the covariance;
+* ``densefeat analyze``: the real command end to end (the console script, ``--json``
+  included), as a user runs it;
+* ``library, no torch``: what the command can reach: ``densefeat.io`` chunks into a
+  ``CovarianceAccumulator``, ``compute()`` and ``isotropic_reference`` (the library calls
+  the command needs), with ``import torch`` made to fail, timed from interpreter start;
+* ``import densefeat.analyze``: the import alone (torch, today), for scale;
+* with ``--baseline SRC``, ``densefeat analyze`` once more with ``PYTHONPATH=SRC`` (e.g. an
+  export of an earlier commit's ``src``): before/after in one run.
 
-The two passes time themselves (``pass s``), so their rows/s do not include interpreter start-up
-and are less disturbed by other jobs on the machine than wall-clock differences would be. Peak
-RSS is each child's ``ru_maxrss`` from ``os.wait4`` (per child; ``RUSAGE_CHILDREN`` would keep
-the maximum over every child waited for). The file was just written, so every run reads it
-from the page cache: the comparison is about memory, not disk. Target: peak RSS <= 1 GiB for
-``densefeat analyze``, independent of n.
+Each row reports the median wall time (with min..max), the ratio to the floor's median and
+the child's peak RSS (``ru_maxrss`` from ``os.wait4``; Linux carries the parent's RSS at
+fork into it, so the file is generated in a child too and the parent stays small). The file
+was just written, so every run reads it from the page cache. The machine these numbers come
+from is usually shared: the load average is printed before and after, and single runs can
+be off by 2x; compare medians of one invocation only. Targets (issue 14): ``densefeat
+analyze`` <= 1.5x the floor, and peak RSS <= 1 GiB at 1,000,000 x 768.
 
 Usage::
 
-    python benchmarks/analyze.py                        # 1,000,000 x 768
-    python benchmarks/analyze.py --rows 100000 --dim 256 --keep /tmp/bench
+    python benchmarks/analyze.py                      # 100,000 x 512, 3 runs each
+    python benchmarks/analyze.py --large --repeat 5   # also 1,000,000 x 768
+    python benchmarks/analyze.py --rows 200000 --dim 256 --keep /tmp/bench
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +49,8 @@ import numpy as np
 from _child import Measurement, run_child
 
 GIB = 2**30
+#: ~64 MiB of float64 per chunk, as ``densefeat.io`` picks by default.
+CHUNK_BYTES = 64 * 2**20
 
 
 def write_npy(path: Path, rows: int, dim: int, chunk_rows: int = 50_000, seed: int = 0) -> None:
@@ -63,41 +74,72 @@ def write_npy(path: Path, rows: int, dim: int, chunk_rows: int = 50_000, seed: i
             block.tofile(f)
 
 
-def _pass_seconds(m: Measurement) -> float | None:
-    """The ``pass_seconds X`` line a pass worker prints, if any."""
-    for line in m.output.splitlines():
-        if line.startswith("pass_seconds "):
-            return float(line.split()[1])
-    return None
+# --------------------------------------------------------------------------- child workers
+def floor_worker(path: str, chunk_rows: int) -> None:
+    """The one-pass NumPy floor: float64 raw sums over buffered chunks, then eigvalsh."""
+    from numpy.lib import format as npy_format
+
+    with open(path, "rb", buffering=0) as f:
+        version = npy_format.read_magic(f)
+        read_header = (
+            npy_format.read_array_header_1_0
+            if version == (1, 0)
+            else npy_format.read_array_header_2_0
+        )
+        (n, d), _, dtype = read_header(f)
+        total = np.zeros(d)
+        gram = np.zeros((d, d))
+        for start in range(0, n, chunk_rows):
+            buf = np.empty((min(chunk_rows, n - start), d), dtype)
+            view = memoryview(buf.reshape(-1).view(np.uint8))
+            pos = 0
+            while pos < len(view):
+                pos += f.readinto(view[pos:])
+            x = buf.astype(np.float64)
+            total += x.sum(0)
+            gram += x.T @ x
+    mean = total / n
+    lam = np.linalg.eigvalsh((gram - n * np.outer(mean, mean)) / (n - 1))
+    print(f"top eigenvalue {lam[-1]:.6f}")
 
 
-def _mmap_chunks(path: str, chunk_rows: int) -> Iterator[np.ndarray]:
-    z = np.load(path, mmap_mode="r")
-    for start in range(0, z.shape[0], chunk_rows):
-        yield np.array(z[start : start + chunk_rows])
+def _load_without_package_inits() -> None:
+    """Make ``densefeat.functional`` and ``densefeat.metrics`` bare namespaces.
+
+    Their ``__init__`` modules import the training objectives (torch) as well; the
+    covariance-route modules themselves (``functional.spectrum``, ``.subspace``,
+    ``.reference``, ``metrics.accumulator``) import only NumPy (and SciPy for the
+    reference). Once those ``__init__`` modules import lazily this is a no-op in effect.
+    """
+    import types
+
+    import densefeat
+
+    root = Path(densefeat.__file__).parent
+    for name in ("functional", "metrics"):
+        pkg = types.ModuleType(f"densefeat.{name}")
+        pkg.__path__ = [str(root / name)]
+        sys.modules[f"densefeat.{name}"] = pkg
 
 
-def pass_worker(mode: str, path: str, chunk_rows: int) -> None:
-    """One streaming pass (read, accumulate, compute), timed from the first read."""
-    import torch
+def library_worker(path: str, chunk_rows: int) -> None:
+    """The library calls of ``densefeat analyze`` (one file) with torch unavailable."""
+    sys.modules["torch"] = None  # type: ignore[assignment]  # any `import torch` now fails
+    _load_without_package_inits()
+    from densefeat.functional.reference import isotropic_reference
+    from densefeat.io import open_embeddings
+    from densefeat.metrics.accumulator import CovarianceAccumulator
 
-    from densefeat.io import iter_embedding_chunks
-    from densefeat.metrics import CovarianceAccumulator
-
-    start = time.perf_counter()
-    chunks = (
-        iter_embedding_chunks(path, chunk_rows=chunk_rows)
-        if mode == "buffered"
-        else _mmap_chunks(path, chunk_rows)
-    )
+    src = open_embeddings(path)
     acc = CovarianceAccumulator()
-    for chunk in chunks:
-        acc.update(torch.from_numpy(chunk))
+    for chunk in src.chunks(chunk_rows):
+        acc.update(chunk)
     result = acc.compute()
-    print(f"pass_seconds {time.perf_counter() - start:.3f}")
-    print(f"effective_rank {result['effective_rank']:.6f}")
+    ref = isotropic_reference(src.n, src.d, condition_k=result["condition_number_k_at"])
+    print(f"effective_rank {result['effective_rank']:.6f} (isotropic {ref['effective_rank']:.3f})")
 
 
+# --------------------------------------------------------------------------- parent
 def densefeat_command() -> list[str]:
     """The installed console script, or ``python -m densefeat`` where there is none."""
     script = Path(sys.executable).with_name("densefeat")
@@ -105,78 +147,104 @@ def densefeat_command() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "densefeat"]
 
 
-def report(rows: int, dim: int, runs: list[Measurement]) -> None:
-    """One line per run: wall time, pass time, rows/s of the pass, peak RSS."""
+def _load() -> str:
+    return "load average " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def report(rows: int, dim: int, runs: dict[str, list[Measurement]]) -> None:
+    """One line per kind of run: median wall time, range, ratio to the floor, peak RSS."""
+    floor = statistics.median(m.seconds for m in runs["numpy floor"])
     print(f"\n{rows:,} x {dim} float32 ({rows * dim * 4 / GIB:.2f} GiB on disk)")
     print(
-        f"{'run':<22} {'wall s':>8} {'pass s':>8} {'rows/s (pass)':>14} "
-        f"{'peak RSS GiB':>13} {'exit':>5}"
+        f"{'run':<26} {'median s':>9} {'min..max s':>13} {'x floor':>8} "
+        f"{'peak RSS GiB':>13} {'failed':>7}"
     )
-    for m in runs:
-        seconds = _pass_seconds(m)
-        pass_s = f"{seconds:.1f}" if seconds else "-"
-        rate = f"{rows / seconds:,.0f}" if seconds else "-"
-        print(
-            f"{m.name:<22} {m.seconds:>8.1f} {pass_s:>8} {rate:>14} "
-            f"{m.peak_rss_bytes / GIB:>13.3f} {m.returncode:>5}"
-        )
+    for name, ms in runs.items():
+        secs = [m.seconds for m in ms]
+        med = statistics.median(secs)
+        span = f"{min(secs):.2f}..{max(secs):.2f}"
+        rss = max(m.peak_rss_bytes for m in ms) / GIB
+        failed = sum(m.returncode != 0 for m in ms)
+        print(f"{name:<26} {med:>9.2f} {span:>13} {med / floor:>8.2f} {rss:>13.3f} {failed:>7}")
+
+
+def bench(rows: int, dim: int, repeat: int, workdir: Path, baseline: Path | None) -> bool:
+    npy = workdir / f"emb_{rows}x{dim}.npy"
+    t0 = time.perf_counter()
+    gen = [sys.executable, __file__, "--worker", "write", str(npy), "--rows", str(rows),
+           "--dim", str(dim)]  # fmt: skip
+    if run_child("write", gen).returncode != 0:
+        return False
+    print(f"generated {npy} in {time.perf_counter() - t0:.1f} s")
+    chunk_rows = max(1, CHUNK_BYTES // (8 * dim))
+    cli = [*densefeat_command(), "analyze", str(npy), "--json", str(workdir / "out.json")]
+
+    def worker(mode: str) -> list[str]:
+        return [sys.executable, __file__, "--worker", mode, str(npy),
+                "--chunk-rows", str(chunk_rows)]  # fmt: skip
+
+    commands = {
+        "numpy floor": worker("floor"),
+        "densefeat analyze": cli,
+        "library, no torch": worker("library"),
+        "import densefeat.analyze": [sys.executable, "-c", "import densefeat.analyze"],
+    }
+    if baseline is not None:
+        commands["densefeat analyze, baseline"] = ["env", f"PYTHONPATH={baseline}", *cli]
+    runs: dict[str, list[Measurement]] = {name: [] for name in commands}
+    print(f"before: {_load()}")
+    for _ in range(repeat):
+        for name, argv in commands.items():
+            runs[name].append(run_child(name, argv))
+    print(f"after:  {_load()}")
+    report(rows, dim, runs)
+    print(f"chunk rows: {chunk_rows}; {repeat} runs each; targets: analyze <= 1.5x floor, "
+          "peak RSS <= 1 GiB")  # fmt: skip
+    return all(m.returncode == 0 for ms in runs.values() for m in ms)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--dim", type=int, default=768)
-    parser.add_argument(
-        "--chunk-rows",
-        type=int,
-        default=None,
-        help="rows per chunk for every run (default: densefeat's own, ~64 MiB of float64)",
-    )
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--large", action="store_true", help="also run at 1,000,000 x 768")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each command (median)")
     parser.add_argument(
         "--keep",
         type=Path,
         default=None,
         help="directory to write the .npy and JSON to (kept); default: a temporary directory",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="SRC",
+        help="also time `densefeat analyze` with PYTHONPATH=SRC (another version's src/)",
+    )
+    parser.add_argument("--chunk-rows", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker", nargs=2, metavar=("MODE", "NPY"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    from densefeat.io import resolve_chunk_rows
-
-    chunk_rows = resolve_chunk_rows(args.chunk_rows, args.dim)
     if args.worker:
-        pass_worker(args.worker[0], args.worker[1], chunk_rows)
+        mode, path = args.worker
+        if mode == "write":
+            write_npy(Path(path), args.rows, args.dim)
+        else:
+            (floor_worker if mode == "floor" else library_worker)(path, args.chunk_rows)
         return 0
 
     tmp = None if args.keep else tempfile.TemporaryDirectory(prefix="densefeat-bench-")
     workdir = args.keep or Path(tmp.name)  # type: ignore[union-attr]
     workdir.mkdir(parents=True, exist_ok=True)
+    sizes = [(args.rows, args.dim)] + ([(1_000_000, 768)] if args.large else [])
     try:
-        npy = workdir / f"emb_{args.rows}x{args.dim}.npy"
-        t0 = time.perf_counter()
-        write_npy(npy, args.rows, args.dim)
-        print(f"generated {npy} in {time.perf_counter() - t0:.1f} s")
-        cli = [*densefeat_command(), "analyze", str(npy), "--json", str(workdir / "out.json")]
-        cli += ["--chunk-rows", str(chunk_rows)]
-        reference = (
-            "from densefeat.functional import isotropic_reference; "
-            f"isotropic_reference({args.rows}, {args.dim})"
-        )
-
-        def worker(mode: str) -> list[str]:
-            return [sys.executable, __file__, "--worker", mode, str(npy), "--dim", str(args.dim),
-                    "--chunk-rows", str(chunk_rows)]  # fmt: skip
-
-        runs = [
-            run_child("import", [sys.executable, "-c", "import torch, densefeat.analyze"]),
-            run_child("densefeat analyze", cli),
-            run_child("isotropic_reference", [sys.executable, "-c", reference]),
-            run_child("pass: buffered", worker("buffered")),
-            run_child("pass: np.load mmap", worker("mmap")),
-        ]
-        report(args.rows, args.dim, runs)
-        print(f"chunk rows: {chunk_rows}; target: densefeat analyze peak RSS <= 1 GiB")
-        return 0 if all(m.returncode == 0 for m in runs) else 1
+        ok = True
+        for rows, dim in sizes:
+            ok &= bench(rows, dim, args.repeat, workdir, args.baseline)
+            if tmp is not None:  # free the page cache and disk before the next size
+                (workdir / f"emb_{rows}x{dim}.npy").unlink(missing_ok=True)
+        return 0 if ok else 1
     finally:
         if tmp is not None:
             tmp.cleanup()
