@@ -144,7 +144,7 @@ def test_scale_invariance_of_ranks():
 
 
 def test_metric_names_are_distinct_on_one_spectrum():
-    # DESIGN: the rank measures differ a lot on a decaying spectrum; none may alias another.
+    # docs/design.md: the rank measures differ a lot on a decaying spectrum; none may alias another.
     n, d = 1000, 256
     rng = np.random.default_rng(6)
     z = rng.standard_normal((n, d)) * np.arange(1, d + 1) ** -1.0
@@ -348,7 +348,7 @@ def test_linear_cka_against_references():
 
 
 def test_debiased_cka_removes_the_bias_of_independent_matrices():
-    # DESIGN anchor: independent matrices at n=50, d=384 score ~0.886 with the biased form.
+    # docs/design.md anchor: independent matrices at n=50, d=384 score ~0.886 with the biased form.
     rng = np.random.default_rng(14)
     biased, debiased = [], []
     for _ in range(10):
@@ -390,7 +390,7 @@ def test_isotropic_reference_matches_monte_carlo():
 
 
 def test_isotropic_reference_condition_number_anchors():
-    # DESIGN.md: 2.9 at (540, 128) and 18.4 at (470, 384); Marchenko-Pastur edge ratio
+    # docs/design.md: 2.9 at (540, 128) and 18.4 at (470, 384); Marchenko-Pastur edge ratio
     # (1 + sqrt(d/n)) / (1 - sqrt(d/n)) gives 2.90 and 19.8.
     assert F.isotropic_reference(540, 128)["condition_number"] == pytest.approx(2.9, rel=0.05)
     assert F.isotropic_reference(470, 384)["condition_number"] == pytest.approx(18.4, rel=0.1)

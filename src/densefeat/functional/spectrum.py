@@ -1,4 +1,4 @@
-"""Spectral geometry metrics of an embedding matrix (DESIGN.md, Metrics).
+"""Spectral geometry metrics of an embedding matrix (docs/design.md, Metrics).
 
 Every metric here is a function of one :class:`Spectrum`: the singular values ``s`` of the
 centred matrix ``Zc`` (and, for RankMe, of the uncentred ``Z``). A spectrum comes from one of
@@ -298,7 +298,7 @@ def numerical_rank(z: Any) -> int:
     """Count of singular values of ``Zc`` above ``s_1 * max(n, d) * eps(float64)``.
 
     From a covariance-route :class:`Spectrum` the rule is applied to the eigenvalues of ``C``.
-    The tolerance is float64's (DESIGN.md): a direction that is exactly null in real arithmetic
+    The tolerance is float64's (docs/design.md): a direction that is exactly null in real arithmetic
     but was rounded in float32 (e.g. the all-ones direction of a float32 LayerNorm output)
     sits near ``1e-7 s_1`` and still counts, so condition numbers of 1e6-1e8 on float32
     embeddings flag the same degeneracy as ``inf`` does on float64 ones.
@@ -413,7 +413,7 @@ def alpha_req(z: Any, first_rank: int = 5, last_rank: int = 99) -> AlphaReq:
 
 
 def geometry(z: Any) -> dict[str, Any]:
-    """Every single-matrix metric of DESIGN.md in one dict, keyed by its DESIGN.md name.
+    """Every single-matrix metric of docs/design.md in one dict, keyed by its design-doc name.
 
     Accepts a matrix or a :class:`Spectrum` (from either route). Infinite condition numbers
     come with ``condition_number_reason``; ``eigenvalues`` are the covariance eigenvalues,

@@ -1,6 +1,6 @@
 """Comparing two embedding matrices: principal angles, subspace distances and linear CKA.
 
-Two notions of "the same subspace" appear in DESIGN.md and must not be confused:
+Two notions of "the same subspace" appear in docs/design.md and must not be confused:
 
 * **sample space** (:func:`subspace_distance`) — the rows of ``Za`` and ``Zb`` pair up (the
   same subjects at two time windows, or two modalities): compare the top-k *left* singular
@@ -230,7 +230,7 @@ def chance_subspace_distance(n: int, k: int) -> float:
 
     Centred samples live in the (n - 1)-dim complement of the all-ones vector, and two
     uniformly random k-dim subspaces there have ``E ||Ua^T Ub||_F^2 = k^2 / (n - 1)``.
-    (DESIGN.md writes ``sqrt(1 - k/n)``; the two agree to O(k / n^2).)
+    (docs/design.md writes ``sqrt(1 - k/n)``; the two agree to O(k / n^2).)
     """
     return math.sqrt(max(0.0, 1.0 - k / (n - 1)))
 

@@ -298,8 +298,10 @@ class CovarianceAccumulator:
             pieces = np.split(out, np.cumsum([p.size for p in parts])[:-1])
             return [q.reshape(p.shape).copy() for p, q in zip(parts, pieces, strict=True)]
 
-        means = [st["mean_a"]] + ([st["mean_b"]] if self.paired else [])
-        first = reduce([np.array([float(self.n)])] + [m * self.n for m in means])  # type: ignore[operator]
+        means: list[np.ndarray] = [st["mean_a"]]
+        if self.paired:
+            means.append(st["mean_b"])  # type: ignore[arg-type]
+        first = reduce([np.array([float(self.n)])] + [m * self.n for m in means])
         n = round(float(first[0][0]))
         if n == 0:
             return self
