@@ -571,3 +571,14 @@ def test_isotropic_reference_is_cached_per_shape_and_seed():
     assert F.isotropic_reference(2000, 96, seed=1)["effective_rank"] != again["effective_rank"]
     spectra = reference._draws(2000, 96, 8, 0)
     assert not spectra[0].singular_values.flags.writeable  # cached arrays are read-only
+
+
+def test_one_blas_thread_is_optional(monkeypatch):
+    # threadpoolctl only makes the d x d decompositions single-threaded; without it they run
+    # on the default threads and give the same values.
+    z = _wellcond(200, 30, seed=23)
+    with_it = F.geometry(F.spectrum_from_covariance(np.cov(z, rowvar=False), 200, z.mean(0)))
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)
+    without = F.geometry(F.spectrum_from_covariance(np.cov(z, rowvar=False), 200, z.mean(0)))
+    for key in ("effective_rank", "rankme", "condition_number", "alpha_req"):
+        assert without[key] == pytest.approx(with_it[key], rel=1e-12), key
