@@ -120,7 +120,7 @@ def stage_densefeat(root: Path) -> None:
     """Fit on train, encode everything, build every batch; print phase timings as JSON."""
     import polars as pl
 
-    from densefeat.data.history import HistoryBatches, HistoryBuilder
+    from densefeat.data.ehr import HistoryBatches, HistoryBuilder
     from densefeat.data.meds import read_meds_dataset
 
     t0 = time.perf_counter()
@@ -157,7 +157,7 @@ def stage_reference(root: Path) -> None:
     import numpy as np
     import polars as pl
 
-    from densefeat.data.history import HistoryBuilder
+    from densefeat.data.ehr import HistoryBuilder
     from densefeat.data.meds import read_meds_dataset
 
     ds = read_meds_dataset(root / "meds", validate=False)

@@ -92,7 +92,7 @@ class _Bench:
 def _ehr_benches(args, base, device) -> dict[str, _Bench]:
     data_dir = args.data
     if data_dir is None:
-        from densefeat.data.eunomia import eunomia_meds
+        from densefeat.data.convert.eunomia import eunomia_meds
 
         data_dir = eunomia_meds()
     builder, pairs = prepare_data(base, data_dir, None)

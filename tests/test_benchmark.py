@@ -27,7 +27,7 @@ from densefeat.benchmark.config import BenchmarkConfig
 from densefeat.benchmark.rows import select_eval_rows
 from densefeat.benchmark.run import run_benchmark
 from densefeat.cli import main
-from densefeat.data.eunomia import eunomia_meds
+from densefeat.data.convert.eunomia import eunomia_meds
 
 TASK = "peptic_ulcer"
 

@@ -12,8 +12,8 @@ import pytest
 import scipy.linalg
 import torch
 
-from densefeat.data.history import EventBatch, HistoryBuilder
-from densefeat.data.windows import window_pairs
+from densefeat.data.ehr import EventBatch, HistoryBuilder
+from densefeat.data.ehr.windows import window_pairs
 from densefeat.eval.temporal import (
     half_window_views,
     seed_alignment,

@@ -11,18 +11,7 @@ import polars as pl
 import pytest
 import torch
 
-from densefeat.data.history import (
-    PAD_ID,
-    UNK_ID,
-    US_PER_DAY,
-    EventBatch,
-    HistoryBatches,
-    HistoryBuilder,
-    NumericNormalizer,
-    Vocabulary,
-    build_batch,
-    end_of_record,
-)
+from densefeat.data.ehr import PAD_ID, UNK_ID, US_PER_DAY, EventBatch, HistoryBatches, HistoryBuilder, NumericNormalizer, Vocabulary, build_batch, end_of_record
 from densefeat.data.meds import read_meds_dataset, write_meds_dataset
 
 D = dt.datetime
@@ -309,7 +298,7 @@ def test_build_batch_from_plain_events(builder):
 
 
 def test_default_dataset(monkeypatch, tmp_path):
-    from densefeat.data.eunomia import eunomia_meds
+    from densefeat.data.convert.eunomia import eunomia_meds
 
     monkeypatch.setenv("DENSEFEAT_CACHE", str(tmp_path))
     ds = read_meds_dataset(eunomia_meds())
@@ -338,7 +327,7 @@ def test_default_dataset(monkeypatch, tmp_path):
 def test_coverage_markers_never_enter_histories():
     from datetime import datetime
 
-    from densefeat.data.history import COVERAGE_MARKER_CODES, HistoryBuilder, end_of_record
+    from densefeat.data.ehr import COVERAGE_MARKER_CODES, HistoryBuilder, end_of_record
 
     rows = []
     for sid in range(1, 8):

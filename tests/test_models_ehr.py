@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 import torch
 
-from densefeat.data.history import US_PER_DAY, EventBatch, HistoryBuilder
+from densefeat.data.ehr import US_PER_DAY, EventBatch, HistoryBuilder
 from densefeat.models import (
     EHREncoder,
     EHREncoderConfig,
@@ -446,9 +446,9 @@ def test_head_errors_and_classifier():
 
 
 def test_default_dataset_embeddings(monkeypatch, tmp_path):
-    from densefeat.data.eunomia import eunomia_meds
+    from densefeat.data.convert.eunomia import eunomia_meds
     from densefeat.data.meds import read_meds_dataset
-    from densefeat.data.windows import pair_batches, periodic_cuts, window_pairs
+    from densefeat.data.ehr.windows import pair_batches, periodic_cuts, window_pairs
 
     monkeypatch.setenv("DENSEFEAT_CACHE", str(tmp_path))
     ds = read_meds_dataset(eunomia_meds())

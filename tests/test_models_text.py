@@ -14,7 +14,7 @@ import socket
 import pytest
 import torch
 
-from densefeat.data.notes import chunk_text
+from densefeat.data.text import chunk_text
 from densefeat.models.text import (
     MINILM_DIM,
     HashingTokenizer,

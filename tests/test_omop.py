@@ -19,14 +19,10 @@ import pytest
 
 from _paths import SHARED_DATA
 from densefeat.cli import main
-from densefeat.data.eunomia import eunomia_meds, eunomia_path
+from densefeat.data.convert.eunomia import eunomia_meds, eunomia_path
 from densefeat.data.meds import MedsFormatError, read_meds_dataset
-from densefeat.data.omop import (
-    OBSERVATION_END_CODE,
-    OBSERVATION_START_CODE,
-    convert_omop,
-    omop_to_meds,
-)
+from densefeat.data.meds import OBSERVATION_END_CODE, OBSERVATION_START_CODE
+from densefeat.data.convert.omop import convert_omop, omop_to_meds
 
 SYNTHEA = SHARED_DATA / "synthea27nj_omop" / "Synthea27Nj_5.4.zip"
 CLINICAL = (

@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 import torch
 
-from densefeat.data.history import N_RESERVED, UNK_ID, EventBatch, HistoryBuilder
-from densefeat.data.views import event_dropout as views_event_dropout
+from densefeat.data.ehr import N_RESERVED, UNK_ID, EventBatch, HistoryBuilder
+from densefeat.data.ehr.views import event_dropout as views_event_dropout
 from densefeat.eval.perturb import (
     ICU_PERTURBATIONS,
     PERTURBATIONS,

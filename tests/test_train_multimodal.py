@@ -273,7 +273,7 @@ def test_pretrained_notes_encoder_is_not_checkpointed(meds, tmp_path):
 
 @pytest.mark.skipif(not FHIR.is_dir(), reason=f"{FHIR} not present")
 def test_synthea_fhir_with_notes_trains_and_embeds(tmp_path):
-    from densefeat.data.fhir import read_fhir_bulk
+    from densefeat.data.convert.fhir import read_fhir_bulk
 
     events, codes = read_fhir_bulk(FHIR)
     ids = sorted(events["subject_id"].unique().to_list())

@@ -23,8 +23,8 @@ from _paths import SHARED_DATA
 from densefeat.analyze import analyze_files
 from densefeat.cli import main
 from densefeat.data.meds import write_meds_dataset
-from densefeat.data.note_corpus import adjacent_note_pairs, load_note_corpus
-from densefeat.data.notes import text_group_key
+from densefeat.data.text.corpus import adjacent_note_pairs, load_note_corpus
+from densefeat.data.text import text_group_key
 from densefeat.embed_cmd import embed
 from densefeat.train import TrainConfig, load_run, load_text_run, prepare_text_data, train
 from densefeat.train.checkpoint import latest_checkpoint

@@ -9,14 +9,8 @@ import polars as pl
 import pytest
 import torch
 
-from densefeat.data.history import HistoryBuilder
-from densefeat.data.windows import (
-    WindowPairBatches,
-    pair_batches,
-    periodic_cuts,
-    visit_cuts,
-    window_pairs,
-)
+from densefeat.data.ehr import HistoryBuilder
+from densefeat.data.ehr.windows import WindowPairBatches, pair_batches, periodic_cuts, visit_cuts, window_pairs
 
 D = dt.datetime
 
@@ -162,7 +156,7 @@ def test_visit_cuts(store):
 
 
 def test_default_dataset_yearly_windows(monkeypatch, tmp_path):
-    from densefeat.data.eunomia import eunomia_meds
+    from densefeat.data.convert.eunomia import eunomia_meds
     from densefeat.data.meds import read_meds_dataset
 
     monkeypatch.setenv("DENSEFEAT_CACHE", str(tmp_path))

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .data.history import PAD_ID
+from .data.ehr.batch import PAD_ID
 from .losses import BarlowTwinsLoss, DenseFeatureLoss, InfoNCELoss, VICRegLoss
 from .models.heads import LinearClassifier, ProjectionHead
 
@@ -100,7 +100,11 @@ class Method:
 
 def _projector(cfg: Any, d_model: int, vocab_size: int, n_outputs: int = 1) -> nn.Module:
     return ProjectionHead(
-        d_model, cfg.proj_hidden, cfg.proj_dim, n_layers=cfg.proj_layers, norm=cfg.projector_norm
+        d_model,
+        cfg.projector.hidden,
+        cfg.projector.dim,
+        n_layers=cfg.projector.layers,
+        norm=cfg.projector.norm,
     )
 
 
@@ -212,19 +216,21 @@ def _pair_loss(module: nn.Module) -> LossFn:
 
 
 def _dense_loss(cfg: Any) -> LossFn:
-    return _pair_loss(DenseFeatureLoss(cfg.w_spec, cfg.w_orth, cfg.w_sub, top_k=cfg.top_k))
+    return _pair_loss(
+        DenseFeatureLoss(cfg.dense.w_spec, cfg.dense.w_orth, cfg.dense.w_sub, top_k=cfg.dense.top_k)
+    )
 
 
 def _simclr_loss(cfg: Any) -> LossFn:
-    return _pair_loss(InfoNCELoss(cfg.temperature))
+    return _pair_loss(InfoNCELoss(cfg.simclr.temperature))
 
 
 def _vicreg_loss(cfg: Any) -> LossFn:
-    return _pair_loss(VICRegLoss(cfg.vicreg_sim, cfg.vicreg_std, cfg.vicreg_cov))
+    return _pair_loss(VICRegLoss(cfg.vicreg.sim, cfg.vicreg.std, cfg.vicreg.cov))
 
 
 def _barlow_loss(cfg: Any) -> LossFn:
-    return _pair_loss(BarlowTwinsLoss(cfg.barlow_lambda))
+    return _pair_loss(BarlowTwinsLoss(cfg.barlow.lambd))
 
 
 def _world() -> int:

@@ -28,9 +28,11 @@ import numpy as np
 import polars as pl
 import torch
 
-from .history import US_PER_DAY, EventBatch, EventStore, HistoryBuilder
+from .ehr.batch import US_PER_DAY, EventBatch
+from .ehr.builder import HistoryBuilder
+from .ehr.store import EventStore
 from .meds import MedsDataset
-from .notes import notes_from_meds
+from .text.meds_notes import notes_from_meds
 
 __all__ = ["MultimodalBatch", "align_notes", "build_multimodal_batch"]
 

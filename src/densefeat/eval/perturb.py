@@ -43,10 +43,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from ..data.history import DAYS_PER_YEAR, N_RESERVED, EventBatch
-from ..data.text_views import perturb_texts
-from ..data.views import event_dropout as _views_event_dropout
-from ..data.views import keep_events
+from ..data.ehr.batch import DAYS_PER_YEAR, N_RESERVED, EventBatch
+from ..data.text.views import perturb_texts
+from ..data.ehr.views import event_dropout as _views_event_dropout
+from ..data.ehr.views import keep_events
 
 __all__ = [
     "EHR_PERTURBATIONS",

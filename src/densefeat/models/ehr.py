@@ -79,16 +79,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.history import (
-    DAYS_PER_YEAR,
-    DEFAULT_MAX_LEN,
-    PAD_ID,
-    US_PER_DAY,
-    EventBatch,
-    EventStore,
-    HistoryBuilder,
-    rows_searchsorted,
-)
+from ..data.ehr.batch import DAYS_PER_YEAR, PAD_ID, US_PER_DAY, EventBatch
+from ..data.ehr.builder import DEFAULT_MAX_LEN, HistoryBuilder
+from ..data.ehr.store import EventStore, rows_searchsorted
 
 __all__ = ["EHREncoder", "EHREncoderConfig", "event_times"]
 

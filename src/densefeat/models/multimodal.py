@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data.history import STATIC_EXTRA, EventBatch
+from ..data.ehr.batch import STATIC_EXTRA, EventBatch
 from ..data.multimodal import MultimodalBatch
 
 __all__ = ["FUSIONS", "MultimodalConfig", "MultimodalEncoder", "infer_output_dim"]

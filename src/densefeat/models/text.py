@@ -52,7 +52,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data.notes import chunk_text
+from ..data.text.chunks import chunk_text
 
 __all__ = [
     "MINILM_DIM",
