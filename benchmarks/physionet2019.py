@@ -66,10 +66,10 @@ def stage_batches(root: Path, n_batches: int, seed: int) -> None:
     import numpy as np
     import polars as pl
 
-    from densefeat.data.ehr import HistoryBuilder
-    from densefeat.data.meds import read_labels, read_meds_dataset
     from densefeat.data.convert.physionet2019 import stay_window_cuts
+    from densefeat.data.ehr import HistoryBuilder
     from densefeat.data.ehr.windows import pair_batches, window_pairs
+    from densefeat.data.meds import read_labels, read_meds_dataset
 
     t0 = time.perf_counter()
     ds = read_meds_dataset(root, validate=False)

@@ -16,9 +16,14 @@ import pyarrow.parquet as pq
 import pytest
 
 import densefeat.data.meds as meds_io
-from densefeat.data.meds import EVENT_SCHEMA, MedsFormatError, read_labels, read_meds_dataset, write_meds_dataset
-from densefeat.data.splits import make_subject_splits
-from densefeat.data.splits import SPLIT_NAMES
+from densefeat.data.meds import (
+    EVENT_SCHEMA,
+    MedsFormatError,
+    read_labels,
+    read_meds_dataset,
+    write_meds_dataset,
+)
+from densefeat.data.splits import SPLIT_NAMES, make_subject_splits
 
 T0 = dt.datetime(2020, 1, 1, 8, 30)
 

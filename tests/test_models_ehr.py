@@ -447,8 +447,8 @@ def test_head_errors_and_classifier():
 
 def test_default_dataset_embeddings(monkeypatch, tmp_path):
     from densefeat.data.convert.eunomia import eunomia_meds
-    from densefeat.data.meds import read_meds_dataset
     from densefeat.data.ehr.windows import pair_batches, periodic_cuts, window_pairs
+    from densefeat.data.meds import read_meds_dataset
 
     monkeypatch.setenv("DENSEFEAT_CACHE", str(tmp_path))
     ds = read_meds_dataset(eunomia_meds())

@@ -15,9 +15,20 @@ import polars as pl
 import pytest
 
 from _paths import SHARED_DATA
-from densefeat.data.splits import make_subject_splits
 from densefeat.data.meds import read_meds_dataset, write_meds_dataset
-from densefeat.data.text import NoteTableError, chunk_text, normalize_whitespace, note_table_from_frame, notes_from_meds, read_mtsamples, read_note_table, sentence_spans, split_sentences, text_group_key
+from densefeat.data.splits import make_subject_splits
+from densefeat.data.text import (
+    NoteTableError,
+    chunk_text,
+    normalize_whitespace,
+    note_table_from_frame,
+    notes_from_meds,
+    read_mtsamples,
+    read_note_table,
+    sentence_spans,
+    split_sentences,
+    text_group_key,
+)
 
 MTSAMPLES = SHARED_DATA / "mtsamples" / "mtsamples.csv.xz"
 T0 = dt.datetime(2021, 3, 1, 9, 0)

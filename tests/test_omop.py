@@ -20,9 +20,13 @@ import pytest
 from _paths import SHARED_DATA
 from densefeat.cli import main
 from densefeat.data.convert.eunomia import eunomia_meds, eunomia_path
-from densefeat.data.meds import MedsFormatError, read_meds_dataset
-from densefeat.data.meds import OBSERVATION_END_CODE, OBSERVATION_START_CODE
 from densefeat.data.convert.omop import convert_omop, omop_to_meds
+from densefeat.data.meds import (
+    OBSERVATION_END_CODE,
+    OBSERVATION_START_CODE,
+    MedsFormatError,
+    read_meds_dataset,
+)
 
 SYNTHEA = SHARED_DATA / "synthea27nj_omop" / "Synthea27Nj_5.4.zip"
 CLINICAL = (

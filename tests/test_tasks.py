@@ -16,9 +16,26 @@ import pyarrow.parquet as pq
 import pytest
 
 from densefeat.cli import main
-from densefeat.data.meds import MedsFormatError, read_labels, read_meds_dataset, write_meds_dataset
-from densefeat.data.meds import OBSERVATION_END_CODE, OBSERVATION_START_CODE
-from densefeat.data.tasks import EUNOMIA_TASKS, TaskDefinition, build_task_labels, describe_labels, is_date_only, label_task, observation_bounds, prediction_times, subject_uniform, write_labels
+from densefeat.data.meds import (
+    OBSERVATION_END_CODE,
+    OBSERVATION_START_CODE,
+    MedsFormatError,
+    read_labels,
+    read_meds_dataset,
+    write_meds_dataset,
+)
+from densefeat.data.tasks import (
+    EUNOMIA_TASKS,
+    TaskDefinition,
+    build_task_labels,
+    describe_labels,
+    is_date_only,
+    label_task,
+    observation_bounds,
+    prediction_times,
+    subject_uniform,
+    write_labels,
+)
 
 TASK = TaskDefinition("outcome", ("DX/OUT",), 365, "test outcome")
 D = dt.datetime(2010, 1, 1)  # the prediction day of the hand-checked subjects

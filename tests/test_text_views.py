@@ -7,7 +7,14 @@ import random
 import numpy as np
 import pytest
 
-from densefeat.data.text.views import TextViewConfig, crop, perturb_texts, random_view, sentence_dropout, span_dropout
+from densefeat.data.text.views import (
+    TextViewConfig,
+    crop,
+    perturb_texts,
+    random_view,
+    sentence_dropout,
+    span_dropout,
+)
 
 TEXT = (
     "HISTORY: , The patient is a 54-year-old man with chest pain.,EXAM: , Lungs clear. "

@@ -13,13 +13,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from densefeat.analyze import analyze_files
 from densefeat.cli import main
 from densefeat.data.meds import write_meds_dataset
+from densefeat.eval.analyze import analyze_files
 from densefeat.methods import METHODS, get_method
-from densefeat.train import TrainConfig, parse_overrides, prepare_data, train
+from densefeat.train import TrainConfig, parse_overrides, train
 from densefeat.train import checkpoint as ckpt_mod
 from densefeat.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from densefeat.train.modalities.ehr import prepare_data
 
 # Tiny models (d=16) collapse in a few steps by design of these tests; the warning is expected.
 pytestmark = pytest.mark.filterwarnings("ignore:.*representation collapse:RuntimeWarning")
@@ -112,7 +113,7 @@ def _tiny(**changes) -> TrainConfig:
         warmup_steps=0,
         device="cpu",
     )
-    return TrainConfig(**{**base, **changes})
+    return TrainConfig.from_dict({**base, **changes})
 
 
 def _rows(cfg: TrainConfig, meds) -> int:
@@ -449,12 +450,13 @@ def test_masked_two_process_step_equals_single_process(meds, tmp_path):
     assert _losses(tmp_path / "ddp")[0] == pytest.approx(_losses(tmp_path / "single")[0], rel=1e-5)
     # The ranks' token counts differ, so a mean of per-rank means would not be this loss.
     _, d = prepare_data(cfg, data, None)
-    from densefeat.train.loop import _inputs, _step_rows
+    from densefeat.train.loop import step_rows
+    from densefeat.train.modalities.ehr import _inputs
 
-    rows = _step_rows(cfg, d.rows.height, 0)
+    rows = step_rows(cfg, d.rows.height, 0)
     counts = []
     for half in (rows[:16], rows[16:]):
-        batch = _inputs(cfg, get_method("masked"), d, half, torch.device("cpu"))["batch"]
+        batch = _inputs(get_method("masked"), d, half, torch.device("cpu"))["batch"]
         counts.append(int((batch.mask[:, 1:] & batch.mask[:, :-1]).sum()))
     assert counts[0] != counts[1], counts
 

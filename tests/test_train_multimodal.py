@@ -19,12 +19,12 @@ import torch
 from safetensors.torch import load_file
 
 from _paths import SHARED_DATA
-from densefeat.analyze import analyze_files
 from densefeat.cli import main
 from densefeat.data.meds import write_meds_dataset
-from densefeat.embed_cmd import embed
-from densefeat.train import TrainConfig, load_multimodal_run, load_run, load_text_run, train
-from densefeat.train.multimodal import multimodal_inputs, prepare_multimodal_data
+from densefeat.eval.analyze import analyze_files
+from densefeat.train import TrainConfig, load_run, train
+from densefeat.train.embed import embed
+from densefeat.train.modalities.multimodal import multimodal_inputs, prepare_multimodal_data
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*representation collapse:RuntimeWarning",
@@ -135,7 +135,7 @@ def _tiny(**changes) -> TrainConfig:
         warmup_steps=0,
         device="cpu",
     )
-    return TrainConfig(**{**base, **changes})
+    return TrainConfig.from_dict({**base, **changes})
 
 
 def _losses(run) -> list[float]:
@@ -227,8 +227,9 @@ def test_embed_every_modality_and_their_alignment(meds, tmp_path, capsys):
     t2 = pl.read_parquet(notes_only)
     assert t2.columns[:4] == ["subject_id", "prediction_time", "split", "embedding"]
     assert "boolean_value" in t2.columns and analyze_files(notes_only)["d"] == 16
-    # The encoder round-trips through load_multimodal_run.
-    cfg, _, encoder = load_multimodal_run(run)
+    # The encoder round-trips through load_run.
+    loaded = load_run(run, "multimodal")
+    cfg, encoder = loaded.cfg, loaded.net.encoder
     assert cfg.modality == "multimodal" and encoder.modalities == ("codes", "notes")
     bad = main([*args[:-2], "--out", str(tmp_path / "s.parquet"), "--modality-output", "static"])
     assert bad == 2 and "has the modalities codes, notes" in capsys.readouterr().err
@@ -245,9 +246,9 @@ def test_multimodal_bad_input(meds, tmp_path):
     run = tmp_path / "run"
     train(_tiny(max_steps=1, batch_size=16), data_dir, run)
     with pytest.raises(ValueError, match="is a multimodal run, and this loader reads ehr runs"):
-        load_run(run)
+        load_run(run, "ehr")
     with pytest.raises(ValueError, match="is a multimodal run, and this loader reads text runs"):
-        load_text_run(run)
+        load_run(run, "text")
 
 
 # ---- the pretrained text encoder inside ------------------------------------------------------
@@ -262,7 +263,7 @@ def test_pretrained_notes_encoder_is_not_checkpointed(meds, tmp_path):
     assert not [k for k in weights if ".backbone." in k]
     assert any(k.startswith("encoder.text_encoder.adapter.") for k in weights)
     assert any(k.startswith("encoder.ehr_encoder.") for k in weights)
-    _, _, encoder = load_multimodal_run(tmp_path / "run")
+    encoder = load_run(tmp_path / "run", "multimodal").net.encoder
     for k, v in weights.items():
         if k.startswith("encoder."):
             assert torch.equal(encoder.state_dict()[k[len("encoder.") :]], v), k

@@ -42,11 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train.embed import embed_run, write_embeddings
+    from ..train.embed import embed
     from ..train.runs import read_run_modality
 
-    if args.out.suffix != ".parquet":
-        raise ValueError(f"{args.out}: the output must be a .parquet file")
     data = args.data
     if data is None:
         modality = read_run_modality(args.run)
@@ -55,9 +53,8 @@ def run(args: argparse.Namespace) -> int:
         from ..data.convert.eunomia import eunomia_meds
 
         data = eunomia_meds()
-    table = embed_run(
-        args.run, data, args.labels, args.batch_size, args.modality_output, args.device
+    table = embed(
+        args.run, data, args.out, args.labels, args.batch_size, args.modality_output, args.device
     )
-    write_embeddings(table, args.out)
     print(f"densefeat embed: {table.height} rows x {len(table['embedding'][0])} -> {args.out}")
     return 0

@@ -32,7 +32,7 @@ from ..data.meds import read_labels, read_meds_dataset
 from ..io.atomic import atomic_path
 from .runs import load_run, read_run_modality
 
-__all__ = ["OUTPUTS", "embed_run", "write_embeddings"]
+__all__ = ["OUTPUTS", "embed", "embed_run", "write_embeddings"]
 
 #: ``--modality-output`` choices.
 OUTPUTS = ("fused", "codes", "notes", "static", "all")
@@ -143,3 +143,25 @@ def write_embeddings(table: pl.DataFrame, out: str | os.PathLike[str]) -> None:
         raise ValueError(f"{out}: the output must be a .parquet file")
     with atomic_path(out, suffix=".parquet") as tmp:
         table.write_parquet(tmp)
+
+
+def embed(
+    run_dir: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    labels: str | os.PathLike[str] | None = None,
+    batch_size: int = 512,
+    modality_output: str = "fused",
+    device: str = "cpu",
+) -> pl.DataFrame:
+    """:func:`embed_run`, written to ``out`` (.parquet, checked first) atomically; returns the
+    table.
+
+    Raises:
+        ValueError: not a .parquet output, or the errors of :func:`embed_run`.
+    """
+    if Path(out).suffix != ".parquet":
+        raise ValueError(f"{out}: the output must be a .parquet file")
+    table = embed_run(run_dir, data, labels, batch_size, modality_output, device)
+    write_embeddings(table, out)
+    return table

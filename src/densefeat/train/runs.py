@@ -93,8 +93,8 @@ def load_run(run_dir: str | os.PathLike[str], modality: str | None = None) -> Ru
     cfg = TrainConfig.from_dict(info["train"])
     if modality is not None and cfg.modality != modality:
         raise ValueError(
-            f"{run_dir}: is a {cfg.modality} run, not a {modality} run (load it with "
-            f"densefeat.train.load_run({str(run_dir)!r}))"
+            f"{run_dir}: is a {cfg.modality} run, and this loader reads {modality} runs (load it "
+            "with densefeat.train.load_run(RUN) without a modality)"
         )
     weights, _, _ = load_checkpoint(latest_checkpoint(run_dir))
     net, builder = get_modality(cfg.modality).build_network(cfg, run_dir, info)

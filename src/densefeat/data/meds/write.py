@@ -83,7 +83,7 @@ def _write_data(events: pl.DataFrame, data_dir: Path, shard_rows: int) -> list[P
 def _dataset_json(
     dataset_name: str, dataset_version: str, etl_name: str, etl_version: str | None
 ) -> dict[str, Any]:
-    from .. import __version__
+    from ... import __version__
 
     doc = {
         "dataset_name": dataset_name,
