@@ -1,7 +1,8 @@
 """Evaluation of frozen embeddings: linear probes, robustness, temporal stability, alignment.
 
-* :mod:`~densefeat.eval.probe`: EHRSHOT-style linear probes (full data and k-shot) and
-  whitening; needs scikit-learn (the ``eval`` extra).
+* :mod:`~densefeat.eval.probe`: EHRSHOT-style linear probes (full data, k-shot, multi-label),
+  whitening, and the probe of an embedding file on labels; needs scikit-learn (the ``eval``
+  extra).
 * :mod:`~densefeat.eval.ranking`: AUROC and average precision with sample weights, vectorised
   over weight rows.
 * :mod:`~densefeat.eval.bootstrap`: vectorised patient-level bootstrap of AUROC / AUPRC and
