@@ -249,7 +249,7 @@ class MetricCI(_Interval):
     """A point estimate with its percentile bootstrap interval.
 
     Attributes:
-        estimate: the metric on the original rows (all weights 1).
+        estimate: the metric on the original rows (with the evaluation weights, if any).
         low, high: percentile interval bounds (None when no resample was valid).
         std: standard deviation of the valid resample values (ddof=1; the bootstrap SE).
         mean: mean of the valid resample values.
