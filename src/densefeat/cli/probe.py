@@ -10,7 +10,8 @@ The embeddings are the ``.parquet`` written by ``densefeat embed`` (``subject_id
 ``prediction_time``, ``split``, ``embedding``); the labels are MEDS labels (``subject_id``,
 ``prediction_time``, ``boolean_value``). Rows are joined on (subject_id, prediction_time);
 without a ``split`` column subjects are split by a hash of (``--split-seed``, subject_id).
-The probe protocol is :mod:`densefeat.eval.probe` (EHRSHOT's, DESIGN.md):
+The computation is :func:`densefeat.eval.probe.files.probe_files`; the probe protocol is
+:mod:`densefeat.eval.probe` (EHRSHOT's, docs/design.md):
 
 * ``--k all``: L2 logistic regression fitted on ``train``, C in 1e-4..1e4 chosen by AUROC on
   ``tuning``, AUROC and AUPRC on ``held_out`` with percentile 95% CIs from ``--bootstrap``
@@ -22,58 +23,46 @@ The probe protocol is :mod:`densefeat.eval.probe` (EHRSHOT's, DESIGN.md):
 Errors (exit 2, nothing written): a missing file or column (named), labels that match no
 embedding row (with how many of each matched), a single-class label, a split without both
 classes, an N larger than the class size. ``--json`` is written atomically, and only when
-everything succeeded.
+everything succeeded. This module only parses the arguments, calls the library and prints or
+writes its result.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import math
-import os
-import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+__all__ = ["add_arguments", "render", "run"]
 
-__all__ = ["add_arguments", "probe_files", "render", "run"]
 
 
 # --------------------------------------------------------------------------- arguments
+def _int_at_least(minimum: int, expected: str) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``; errors read "expected {expected}, got ..."."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive integer")
+_non_negative_int = _int_at_least(0, "an integer >= 0")
+_shots = _int_at_least(1, "'all' or a positive integer")
+
+
 def _k_value(text: str) -> str | int:
-    if text == "all":
-        return "all"
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected 'all' or a positive integer, got {text!r}"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 'all' or a positive integer, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+    return "all" if text == "all" else _shots(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -137,132 +126,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="OUT",
         help="also write the results as JSON (only if the whole run succeeds)",
     )
-
-
-# --------------------------------------------------------------------------- computation
-def _versions() -> dict[str, str]:
-    import polars
-    import sklearn
-
-    from .. import __version__
-
-    return {
-        "densefeat": __version__,
-        "numpy": np.__version__,
-        "scikit-learn": sklearn.__version__,
-        "polars": polars.__version__,
-        "python": platform.python_version(),
-    }
-
-
-def probe_files(
-    embeddings: str | os.PathLike[str],
-    labels: str | os.PathLike[str],
-    *,
-    key: str | None = None,
-    ks: list[str | int] | tuple[str | int, ...] = ("all",),
-    draws: int = 5,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-    split_seed: int = 0,
-    whitened: bool = False,
-) -> dict[str, Any]:
-    """Run the probe protocol on an embedding file and a label file.
-
-    Returns:
-        the result object written by ``--json`` (kind ``densefeat.probe``): inputs, row
-        counts, split sizes, config, versions and ``probes`` (one record per embedding
-        variant and k, the results-schema probe fields plus ``task`` and ``embedding``).
-
-    Raises:
-        ValueError / FileNotFoundError: see the module docstring.
-    """
-    from ..data.splits import SPLIT_NAMES
-    from ..eval.probe import DEFAULT_CS, FIXED_C, load_probe_data, probe_k_shot, probe_task, whiten
-
-    t0 = _dt.datetime.now(_dt.UTC)
-    ks = list(dict.fromkeys(ks))  # drop repeats, keep order
-    shots = [k for k in ks if k != "all"]
-    data = load_probe_data(embeddings, labels, key=key, split_seed=split_seed)
-    splits: dict[str, dict[str, int]] = {}
-    for name in SPLIT_NAMES:
-        mask = data.split == name
-        splits[name] = {
-            "rows": int(mask.sum()),
-            "subjects": int(np.unique(data.subject_id[mask]).size),
-            "positives": int(data.y[mask].sum()),
-            "negatives": int((~data.y[mask]).sum()),
-        }
-    for name, part in splits.items():
-        if part["positives"] == 0 or part["negatives"] == 0:
-            raise ValueError(
-                f"--labels {labels}: the {name} split has {part['positives']} positive and "
-                f"{part['negatives']} negative matched rows ({data.split_source}); the probe "
-                "needs both classes in train, tuning and held_out"
-            )
-    smaller = min(splits["train"]["positives"], splits["train"]["negatives"])
-    too_big = [k for k in shots if k > smaller]
-    if too_big:
-        tr = splits["train"]
-        raise ValueError(
-            f"--k {' '.join(map(str, too_big))}: k-shot needs k positive and k negative train "
-            f"rows, but the train split has {tr['positives']} positive and {tr['negatives']} "
-            f"negative rows (largest possible k: {smaller})"
-        )
-    task = Path(labels).stem if Path(labels).suffix else Path(labels).name
-    variants = [("raw", data.X)]
-    if whitened:
-        variants.append(("whitened", whiten(data.X[data.split == "train"], data.X)))
-    probes: list[dict[str, Any]] = []
-    for name, X in variants:
-        base = {"task": task, "embedding": name}
-        if "all" in ks:
-            res = probe_task(
-                X, data.y, data.split, data.subject_id, n_bootstrap=n_bootstrap, seed=seed
-            )
-            probes.append({**base, **res.record})
-        if shots:
-            for rec in probe_k_shot(
-                X, data.y, data.split, data.subject_id, ks=shots, draws=draws, seed=seed
-            ):
-                probes.append({**base, **rec})
-    return {
-        "kind": "densefeat.probe",
-        "version": 1,
-        "created": t0.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "seconds": (_dt.datetime.now(_dt.UTC) - t0).total_seconds(),
-        "embeddings": str(embeddings),
-        "key": data.key,
-        "labels": str(labels),
-        "task": task,
-        "n": int(data.X.shape[0]),
-        "d": int(data.X.shape[1]),
-        "rows": {
-            "labels": data.counts["labels"],
-            "embeddings": data.counts["embeddings"],
-            "matched": data.counts["matched"],
-            "labels_unmatched": data.counts["labels"] - data.counts["matched"],
-            "embeddings_unmatched": data.counts["embeddings"] - data.counts["matched"],
-        },
-        "splits": {"source": data.split_source, **splits},
-        "config": {
-            "k": ks,
-            "draws": draws,
-            "bootstrap": n_bootstrap,
-            "bootstrap_unit": "subject",
-            "confidence": 0.95,
-            "seed": seed,
-            "split_seed": split_seed,
-            "Cs": list(DEFAULT_CS),
-            "C_selection": "validation AUROC (roc_auc) on the tuning split; smallest C on ties",
-            "fixed_C": FIXED_C,
-            "fixed_C_at_k_le": 4,
-            "whiten": whitened,
-        },
-        "versions": _versions(),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "probes": probes,
-    }
 
 
 # --------------------------------------------------------------------------- table
@@ -341,7 +204,8 @@ def render(result: dict[str, Any], console: Any | None = None) -> None:
 # --------------------------------------------------------------------------- entry point
 def run(args: argparse.Namespace) -> int:
     """Run ``densefeat probe``; user errors surface as ``ValueError``/``FileNotFoundError``."""
-    from ..io.atomic import check_json_target, write_json_atomic
+    from ..eval.probe.files import probe_files
+    from ..io.atomic import check_json_target, to_json_safe, write_json_atomic
 
     out = check_json_target(args.json) if args.json else None
     for flag, path in (("--embeddings", args.embeddings), ("--labels", args.labels)):
@@ -360,6 +224,6 @@ def run(args: argparse.Namespace) -> int:
     )
     render(result)
     if out is not None:
-        write_json_atomic(out, result)
+        write_json_atomic(out, to_json_safe(result))
         print(f"densefeat probe: wrote {out}", file=sys.stderr)
     return 0
