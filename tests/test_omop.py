@@ -401,7 +401,7 @@ def test_eunomia_cache_is_reused(eunomia, monkeypatch) -> None:
     def fail(*args, **kwargs):
         raise AssertionError("converted again")
 
-    monkeypatch.setattr("densefeat.data.omop.convert_omop", fail)
+    monkeypatch.setattr("densefeat.data.convert.omop.convert_omop", fail)
     assert eunomia_meds(cache) == path
     monkeypatch.setenv("DENSEFEAT_CACHE", str(cache))
     assert eunomia_meds() == path
@@ -446,7 +446,7 @@ def test_cli_convert_eunomia(tmp_path: Path, capsys) -> None:
 
 
 def test_cli_convert_fhir(tmp_path: Path, capsys) -> None:
-    pytest.importorskip("densefeat.data.fhir")
+    pytest.importorskip("densefeat.data.convert.fhir")
     src = SHARED_DATA / "synthea_fhir_10"
     if not src.is_dir():
         pytest.skip("shared FHIR sample absent")

@@ -156,11 +156,16 @@ def test_registry_and_overrides():
     assert METHODS["supervised"].needs_labels and not METHODS["random"].trains
     with pytest.raises(ValueError, match="nope"):
         get_method("nope")
+    # Today's flat keys stay aliases of the section.key addresses, which they parse to.
     assert parse_overrides(["w_sub=0", "top_k=none", "amp=false", "lr=1e-2"]) == {
-        "w_sub": 0.0,
-        "top_k": None,
+        "dense.w_sub": 0.0,
+        "dense.top_k": None,
         "amp": False,
-        "lr": 0.01,
+        "optim.lr": 0.01,
+    }
+    assert parse_overrides(["dense.w_sub=0", "optim.lr=1e-2"]) == {
+        "dense.w_sub": 0.0,
+        "optim.lr": 0.01,
     }
     with pytest.raises(ValueError, match="w_bogus"):
         parse_overrides(["w_bogus=1"])

@@ -241,8 +241,8 @@ def run_benchmark(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
     device = _device(bench)
+    # The source reads the data before creating OUT: unreadable data leaves nothing behind.
     source = open_source(bench, data, out, labels=labels, say=say, device=device, **source_options)
     bench = source.bench  # with the source's resolved settings (e.g. the jitter scale)
     specs = source.prepare_specs(bench.runs())

@@ -108,7 +108,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--modality",
         default="ehr",
-        choices=BENCHMARK_MODALITIES,
         help="ehr (default) or text (multimodal is not benchmarked yet)",
     )
     parser.add_argument(

@@ -472,7 +472,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, dict):  # TrainConfig(optim={"lr": 1e-3}) is allowed
                 setattr(self, name, _section(kind, value, name))
-        _check_choice("modality", self.modality, MODALITIES)
+        if self.modality not in MODALITIES:
+            raise ValueError(f"unknown modality {self.modality!r}; choose one of {MODALITIES}")
         _check_choice("device", self.device, ("auto", "cpu", "cuda"))
         _check_min("max_steps", self.max_steps, 0)
         _check_min("epochs", self.epochs, 0.0, strict=True)

@@ -72,6 +72,7 @@ class EHRSource:
         self.say = say
         self.device = device
         self.ds = read_meds_dataset(self.data)
+        out.mkdir(parents=True, exist_ok=True)
         tasks_all = load_tasks(self.ds, self.data, labels, out, bench.tasks)
         self.tasks = [t for t in tasks_all if t.skip_reason() is None]
         self.skipped = [
