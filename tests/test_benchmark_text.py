@@ -121,9 +121,7 @@ def bench(notes: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, An
     first: list[str] = []
     res = run_benchmark(notes, out, _config(), min_positives=5, max_tasks=2, say=first.append)
     second: list[str] = []
-    again = run_benchmark(
-        notes, out, _config(), min_positives=5, max_tasks=2, say=second.append
-    )
+    again = run_benchmark(notes, out, _config(), min_positives=5, max_tasks=2, say=second.append)
     return {"out": out, "res": res, "again": again, "first": first, "second": second}
 
 

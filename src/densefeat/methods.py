@@ -1,13 +1,13 @@
 """The training methods: a registry of small frozen dataclasses, not a class hierarchy.
 
 Every method trains the same encoder on the same inputs with the same number of encoder passes
-(DESIGN.md, Baselines). What differs is the head on top of the encoder and the loss:
+(docs/design.md, Baselines). What differs is the head on top of the encoder and the loss:
 
 =============  ==========  ===================================================================
 method         inputs      head and loss
 =============  ==========  ===================================================================
 ``dense``      pairs       projector; :class:`~densefeat.losses.DenseFeatureLoss` (w_spec,
-                           w_orth, w_sub; ``--set w_sub=0`` style ablations)
+                           w_orth, w_sub; ``--set dense.w_sub=0`` style ablations)
 ``simclr``     pairs       projector; :class:`~densefeat.losses.InfoNCELoss` (temperature)
 ``vicreg``     pairs       projector; :class:`~densefeat.losses.VICRegLoss` (25 / 25 / 1)
 ``barlow``     pairs       projector; :class:`~densefeat.losses.BarlowTwinsLoss` (lambda 5e-3)
@@ -38,7 +38,7 @@ one pass per labelled row and trains one logit per label (BCE; one-vs-rest for s
 
 A method reads its hyperparameters by attribute from the training config (any object with the
 named attributes; :class:`densefeat.train.TrainConfig` in practice), so this module does not
-import the training package (imports point downward, DESIGN.md Architecture).
+import the training package (imports point downward, docs/design.md, Architecture).
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ def _forward_none(encoder: nn.Module, head: nn.Module | None, inputs: dict[str, 
 
 def _pair_loss(module: nn.Module) -> LossFn:
     def loss_fn(out: dict[str, Tensor], inputs: dict[str, Any]) -> tuple[Tensor, dict]:
-        # Objectives in float32 even under bf16 autocast (Cholesky/eigen maths, DESIGN.md).
+        # Objectives in float32 even under bf16 autocast (Cholesky/eigen maths, docs/design.md).
         loss = module(out["za"].float(), out["zb"].float())
         if isinstance(loss, tuple):
             loss, terms = loss

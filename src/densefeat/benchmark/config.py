@@ -1,7 +1,7 @@
 """What a benchmark runs: methods, ablations, seeds, budget, evaluation settings.
 
 Every method gets the same encoder, the same window pairs (or labelled rows for
-``supervised``), the same optimizer steps x batch size ("budget", DESIGN.md Baselines) and the
+``supervised``), the same optimizer steps x batch size ("budget", docs/design.md, Baselines) and the
 same evaluation rows. Ablations are methods with one term switched off through the same
 ``--set``-style config overrides a user would type.
 """

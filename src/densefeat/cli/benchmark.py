@@ -4,7 +4,7 @@ Example::
 
     densefeat benchmark --data MEDS_DIR --out bench/            # 7 methods + 4 ablations, 3 seeds
     densefeat benchmark --data MEDS_DIR --labels a.parquet b.parquet --seeds 5 --budget 1000 \\
-        --set max_len=256 --out bench/
+        --set data.max_len=256 --out bench/
     densefeat benchmark --modality text --data mtsamples.csv.xz --out bench-text/   # notes
 
 ``--modality text`` benchmarks the text encoders on a note table (MTSamples or a generic table

@@ -39,7 +39,6 @@ from typing import Any
 __all__ = ["add_arguments", "render", "run"]
 
 
-
 # --------------------------------------------------------------------------- arguments
 def _int_at_least(minimum: int, expected: str) -> Callable[[str], int]:
     """An argparse type: an integer >= ``minimum``; errors read "expected {expected}, got ..."."""

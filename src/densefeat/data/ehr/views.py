@@ -1,4 +1,4 @@
-"""Seeded stochastic views of an :class:`~densefeat.data.history.EventBatch` (EHR part).
+"""Seeded stochastic views of an :class:`~densefeat.data.ehr.EventBatch` (EHR part).
 
 For the self-supervised baselines (SimCLR, VICReg, Barlow Twins) and robustness checks. Every
 view is a pure function ``(batch, ..., generator) -> EventBatch``:

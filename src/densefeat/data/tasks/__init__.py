@@ -11,7 +11,7 @@ time ``t`` of a subject is one of four statuses:
 * ``censored`` (excluded): no outcome in the window and the subject is observed for less than
   the horizon after ``t`` (``observation end < t + horizon``), so a negative cannot be told
   from "not observed". The observation end is the last ``MEDS_OBSERVATION_END`` event (from
-  OMOP observation_period, see :mod:`densefeat.data.omop`), else the last timed event other
+  OMOP observation_period, see :mod:`densefeat.data.convert.omop`), else the last timed event other
   than birth. Gaps between observation periods are not modelled (the last end counts);
 * ``negative``: otherwise.
 

@@ -3,23 +3,23 @@
 What ``--data`` may be (checked in this order, so the rule is unambiguous):
 
 1. **a directory**: a MEDS dataset. Its notes are the non-empty ``text_value`` events whose code
-   matches ``note_codes`` (``"NOTE"``: ``NOTE`` and ``NOTE//...``, as densefeat's FHIR converter
+   matches ``notes.codes`` (``"NOTE"``: ``NOTE`` and ``NOTE//...``, as densefeat's FHIR converter
    writes them; empty: every ``text_value``), one row per note, in subject and time order.
    Splits are the dataset's subject splits (its ``subject_splits.parquet``, else the hash of
    subject_id), so a subject's notes and events share a split; ``prediction_time`` is the
    note's time.
 2. **a table file** (``.parquet``, ``.csv``/``.tsv``, the text files optionally ``.gz``,
    ``.xz``, ``.bz2``, ``.zst``) **with the columns ``medical_specialty`` and
-   ``transcription``**: MTSamples, read by :func:`~densefeat.data.notes.read_mtsamples` (one row
+   ``transcription``**: MTSamples, read by :func:`~densefeat.data.text.read_mtsamples` (one row
    per distinct text, one boolean label per specialty, since 91% of its texts are listed
    under several specialties).
 3. **any other table file**: a generic note table read by
-   :func:`~densefeat.data.notes.read_note_table` with the id, text and label columns named in
+   :func:`~densefeat.data.text.read_note_table` with the id, text and label columns named in
    the config, and a subject column when the table has one.
 
-Note tables are split by :meth:`~densefeat.data.notes.NoteTable.splits`: identical
+Note tables are split by :meth:`~densefeat.data.text.NoteTable.splits`: identical
 (whitespace-normalised) texts always share a split, and so do the notes of one subject
-(DESIGN.md: "Text: group identical texts"). The split of a group is a hash of
+(docs/design.md: "Text: group identical texts"). The split of a group is a hash of
 ``(split_seed, group)``, independent of the other rows.
 """
 
@@ -139,7 +139,7 @@ def _meds_notes(path: Path, note_codes: str) -> NoteCorpus:
         what = f"with a code under {prefixes}" if prefixes else ""
         raise NoteTableError(
             f"{path}: the MEDS dataset has no notes (non-empty text_value events {what}); "
-            "set --set note_codes=PREFIX[,PREFIX] (empty: any text_value)"
+            "set --set notes.codes=PREFIX[,PREFIX] (empty: any text_value)"
         )
     frame = (
         notes.with_row_index("note_id")
@@ -243,7 +243,7 @@ def adjacent_note_pairs(corpus: NoteCorpus, rows: np.ndarray) -> pl.DataFrame:
     if "prediction_time" not in corpus.frame.columns or "subject_id" not in corpus.frame.columns:
         raise NoteTableError(
             f"{corpus.source}: adjacent-note pairs need notes with subjects and times (MEDS "
-            "notes); use --set text_pairs=views for a note table"
+            "notes); use --set text.pairs=views for a note table"
         )
     sub = (
         corpus.frame.select("subject_id", "prediction_time", "note_id")

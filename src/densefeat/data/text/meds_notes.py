@@ -41,7 +41,7 @@ def notes_from_meds(
 
     With ``prediction_times`` (``subject_id``, ``prediction_time``): one row per prediction time,
     in the order given, with the subject's notes at or before it, oldest first: ``subject_id,
-    prediction_time, note_times`` (List[Datetime]), ``note_codes`` (List[Utf8]) and ``notes``
+    prediction_time, note_times`` (List[Datetime]), ``notes.codes`` (List[Utf8]) and ``notes``
     (List[Utf8], empty when the subject has none yet). The no-leakage guarantee: a note with
     ``time > prediction_time`` is never returned. Static notes (null time) are left out here,
     since nothing shows they were written before the prediction time.

@@ -2,7 +2,7 @@
 
 Used twice: as the augmentations that make the two views of a note for the self-supervised
 baselines (SimCLR, VICReg, Barlow Twins) and for dense training on text, and as the perturbations
-of the robustness evaluation (token/sentence dropout at 10 and 30%, DESIGN.md).
+of the robustness evaluation (token/sentence dropout at 10 and 30%, docs/design.md).
 
 Every view is a pure function of ``(text, parameters, rng)``: the randomness comes only from the
 explicit ``rng`` argument (a :class:`numpy.random.Generator`, a :class:`random.Random` or an int

@@ -1,24 +1,24 @@
 """Training and embedding on multimodal MEDS records: coded events + notes (``--modality
 multimodal``).
 
-Data: a MEDS dataset whose notes are ``text_value`` events under ``note_codes`` (the FHIR
+Data: a MEDS dataset whose notes are ``text_value`` events under ``notes.codes`` (the FHIR
 converter writes Synthea's DocumentReference notes as ``NOTE//LOINC/...``); everything else is
 the coded side (codes, numeric values, times, static codes), encoded exactly as for ``ehr``
 (vocabulary and normaliser fitted on the training split). A record of subject ``s`` at time
-``t`` is the last ``max_len`` events and the last ``mm_max_notes`` notes at or before ``t``
+``t`` is the last ``max_len`` events and the last ``multimodal.max_notes`` notes at or before ``t``
 (:class:`~densefeat.data.multimodal.MultimodalBatch`; no leakage by construction).
 
 Encoder: :class:`~densefeat.models.multimodal.MultimodalEncoder` over the EHR encoder (sized by
-the EHR keys) and the text encoder (``text_*`` keys, the pretrained MiniLM + adapter by
-default), each projected to ``d_model`` and fused (``mm_fusion``: ``"mean"`` by default, which
-has no parameters); ``mm_static`` adds the static modality.
+the EHR keys) and the text encoder (``text`` section, the pretrained MiniLM + adapter by
+default), each projected to ``d_model`` and fused (``multimodal.fusion``: ``"mean"`` by default, which
+has no parameters); ``multimodal.static`` adds the static modality.
 
-Pairs of the pair methods, ``mm_pairs``:
+Pairs of the pair methods, ``multimodal.pairs``:
 
 * ``"modalities"`` (default): the ``codes`` and ``notes`` embeddings of the same record at the
   same time (periodic cut-offs every ``window_days`` of training subjects, kept when the subject
   has at least one note by then): cross-modal alignment, one encoder pass per row. The fused
-  embedding is the mean of the two, so it is trained too; with ``mm_fusion="concat-mlp"`` the
+  embedding is the mean of the two, so it is trained too; with ``multimodal.fusion="concat-mlp"`` the
   fusion MLP gets no gradient from these pairs (stated, not hidden).
 * ``"windows"``: the fused embedding at ``t`` and at ``t + window_days`` (the EHR window pairs),
   both records in one call over 2B rows. Limit: the multimodal encoder has no multi-cut-off
@@ -134,7 +134,7 @@ def prepare_multimodal_data(
     if all_notes.height == 0:
         raise ValueError(
             f"{data_dir}: no notes (non-empty text_value events with a code under "
-            f"{cfg.notes.codes!r}); a multimodal run needs notes (--set note_codes=PREFIX, "
+            f"{cfg.notes.codes!r}); a multimodal run needs notes (--set notes.codes=PREFIX, "
             "empty for any text_value) or use --modality ehr"
         )
     if builder is None:

