@@ -7,8 +7,9 @@ Runs, each in its own child process (peak RSS = that child's ``ru_maxrss`` from 
 * ``densefeat batches``: on a synthetic MEDS dataset (default 10M events, 50k subjects, 3,000
   codes, 30% of events numeric, written with ``write_meds_dataset`` in 10 shards):
   ``HistoryBuilder.fit`` on the training split, ``encode`` of every subject, then every batch of
-  the training loop's seeded batches (batch 256, L 256, shuffled; the last partial batch dropped) over one label row per subject at a random
-  time inside its record. events/s = events of the dataset / (encode + batches) seconds; the fit
+  the training loop's seeded batches (batch 256, L 256, shuffled; the last partial batch
+  dropped) over one label row per subject at a random time inside its record. events/s = events of
+  the dataset / (encode + batches) seconds; the fit
   (once per training run, on the training split) is timed separately and also shown included.
 * ``polars reference``: a plain vectorised polars pipeline doing the same work: scan, join the
   label rows, keep ``time <= prediction_time``, take the last L events of each row, map codes

@@ -127,7 +127,8 @@ def _notes(result: dict[str, Any]) -> list[str]:
 
 
 def render(result: dict[str, Any], console: Any | None = None) -> None:
-    """Print the result of :func:`~densefeat.eval.analyze.analyze_files` as tables (rich) on ``console``/stdout."""
+    """Print the result of :func:`~densefeat.eval.analyze.analyze_files` as tables (rich) on
+    ``console`` (default: stdout)."""
     from rich.console import Console
 
     console = console or Console()

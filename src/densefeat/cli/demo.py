@@ -10,8 +10,8 @@ noisily. ``--seeds``, ``--budget``, ``--data`` and ``--ablations`` scale it into
 
 With ``--notes PATH`` (MTSamples or a note table with boolean label columns; never shipped with
 densefeat), the demo then also runs the text benchmark at smoke scale into ``OUT/text/``
-(:mod:`densefeat.benchmark.sources.text`): the same methods on the small text encoder, the TF-IDF and
-frozen all-MiniLM-L6-v2 baselines, on the 5 labels (MTSamples: specialties) with the most
+(:mod:`densefeat.benchmark.sources.text`): the same methods on the small text encoder, the
+TF-IDF and frozen all-MiniLM-L6-v2 baselines, on the 5 labels (MTSamples: specialties) with the most
 positives, at least 10 in every split. ``--methods``, ``--seeds``, ``--budget``, ``--set`` and
 ``--ablations`` apply to both parts; ``--data``, ``--labels``, ``--tasks`` and
 ``--supervised-task`` to the EHR part only (``--text-tasks`` picks the text labels).

@@ -44,9 +44,9 @@ import numpy as np
 import torch
 
 from ..data.ehr.batch import DAYS_PER_YEAR, N_RESERVED, EventBatch
-from ..data.text.views import perturb_texts
 from ..data.ehr.views import event_dropout as _views_event_dropout
 from ..data.ehr.views import keep_events
+from ..data.text.views import perturb_texts
 
 __all__ = [
     "EHR_PERTURBATIONS",

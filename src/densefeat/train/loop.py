@@ -158,7 +158,8 @@ def train(
         the latest checkpoint directory (rank 0; None on the other ranks of a DDP run).
 
     Raises:
-        ValueError / FileNotFoundError: bad input, named (see the modalities' sessions), including resuming a run of another modality.
+        ValueError / FileNotFoundError: bad input, named (see the modalities' sessions),
+            including resuming a run of another modality.
     """
     out = Path(out_dir)
     method = get_method(cfg.method)

@@ -5,8 +5,9 @@ The same protocol, files and ``results.json`` schema as the EHR benchmark
 (:mod:`densefeat.benchmark.run`), with notes instead of patient
 histories:
 
-* **Notes and splits.** ``--data`` is read by :func:`densefeat.train.modalities.text.read_corpus` (a MEDS
-  directory's notes, MTSamples, or a generic note table; see
+* **Notes and splits.** ``--data`` is read by
+  :func:`densefeat.train.modalities.text.read_corpus` (a MEDS directory's notes, MTSamples, or a
+  generic note table; see
   :mod:`densefeat.data.text.corpus`). Splits are the corpus's text-group splits: identical
   (whitespace-normalised) texts and a subject's notes always share a split. Every run trains
   on the ``train`` notes only. The evaluation embeds every note (``max_eval_times``, when set

@@ -10,8 +10,9 @@ Three sources of text, one in-memory contract (:class:`NoteTable`, a polars fram
 * notes stored as ``text_value`` events of a MEDS dataset, e.g. FHIR DocumentReference notes
   written by :mod:`densefeat.data.convert.fhir` under ``NOTE//...`` codes (:func:`notes_from_meds`).
 
-Splits of text follow docs/design.md ("Text: group identical texts"): rows whose whitespace-normalised
-texts are identical always share a split, and so do rows of one subject when a subject column is
+Splits of text follow docs/design.md ("Text: group identical texts"): rows whose
+whitespace-normalised texts are identical always share a split, and so do rows of one subject when a
+subject column is
 present. The split of a group is a hash of ``(seed, group key)``, so it does not depend on which
 other rows are present.
 """

@@ -10,16 +10,17 @@ the coded side (codes, numeric values, times, static codes), encoded exactly as 
 
 Encoder: :class:`~densefeat.models.multimodal.MultimodalEncoder` over the EHR encoder (sized by
 the EHR keys) and the text encoder (``text`` section, the pretrained MiniLM + adapter by
-default), each projected to ``d_model`` and fused (``multimodal.fusion``: ``"mean"`` by default, which
-has no parameters); ``multimodal.static`` adds the static modality.
+default), each projected to ``d_model`` and fused (``multimodal.fusion``: ``"mean"`` by default,
+which has no parameters); ``multimodal.static`` adds the static modality.
 
 Pairs of the pair methods, ``multimodal.pairs``:
 
 * ``"modalities"`` (default): the ``codes`` and ``notes`` embeddings of the same record at the
   same time (periodic cut-offs every ``window_days`` of training subjects, kept when the subject
   has at least one note by then): cross-modal alignment, one encoder pass per row. The fused
-  embedding is the mean of the two, so it is trained too; with ``multimodal.fusion="concat-mlp"`` the
-  fusion MLP gets no gradient from these pairs (stated, not hidden).
+  embedding is the mean of the two, so it is trained too; with
+  ``multimodal.fusion="concat-mlp"`` the fusion MLP gets no gradient from these pairs (stated, not
+  hidden).
 * ``"windows"``: the fused embedding at ``t`` and at ``t + window_days`` (the EHR window pairs),
   both records in one call over 2B rows. Limit: the multimodal encoder has no multi-cut-off
   pass, so this costs two EHR passes per pair where ``--modality ehr`` needs one.
