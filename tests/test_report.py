@@ -18,9 +18,8 @@ from _results_fixture import ABLATIONS, METHODS, NULL_REASON, make_results
 if not os.environ.get("CI"):  # CI installs the eval extra: a missing matplotlib fails there
     pytest.importorskip("matplotlib", reason="the report's plots need the eval extra (matplotlib)")
 
-from densefeat.report.content import build_report, endpoint_sentence
-from densefeat.report.markdown import to_markdown
-from densefeat.report.render import render
+from densefeat.report import build_report, render, to_markdown
+from densefeat.report.prose import endpoint_sentence
 
 ROWS = [*METHODS, *ABLATIONS]
 NAN = re.compile(r"\b(nan|infinity)\b", re.IGNORECASE)

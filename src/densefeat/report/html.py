@@ -1,6 +1,6 @@
 """``report.html``: one self-contained page (inline CSS, inline SVG plots, no script, no fetch).
 
-Lays out a :class:`~densefeat.report.content.Report` and the :class:`~densefeat.report.plots.Plot`
+Lays out a :class:`~densefeat.report.model.Report` and the :class:`~densefeat.report.plots.Plot`
 list. The main table has ``id="comparison"``: exactly one ``<tbody>`` row per method and ablation,
 the isotropic reference in its ``<tfoot>``. A missing value is ``—`` with its reason both as a
 tooltip (``title``) and as a numbered note under its table. Each plot is a ``<figure>`` with a
@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from html import escape
 
-from .content import NA, Cell, Report, Row, Table
+from .model import NA, Cell, Notes, Report, Row, Table
 from .plots import Plot
 
 __all__ = ["to_html"]
@@ -77,12 +77,8 @@ _PX_PER_PT = 96 / 72
 _MAX_ZOOM = 1.15
 
 
-class _Notes:
-    """Numbered notes of one table (one per distinct text)."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-        self.texts: list[str] = []
+class _Notes(Notes):
+    """Numbered notes of one table (one per distinct text), as tooltips and a list."""
 
     def cell(self, cell: Cell, *, tag: str, cls: str, swatch: str | None) -> str:
         text = escape(cell.text)
@@ -92,9 +88,7 @@ class _Notes:
         if swatch:
             text = f'<span class="swatch" style="background:{escape(swatch)}"></span>{text}'
         if cell.note:
-            if cell.note not in self.texts:
-                self.texts.append(cell.note)
-            i = self.texts.index(cell.note) + 1
+            i = self.number(cell.note)
             text += f'<sup class="fn"><a href="#fn-{self.key}-{i}">{i}</a></sup>'
         return f'<{tag} class="{cls}">{text}</{tag}>'
 
@@ -172,7 +166,7 @@ def to_html(report: Report, plots: Sequence[Plot], *, generator: str = "densefea
     """Render ``report`` and ``plots`` as one self-contained HTML page.
 
     Args:
-        report: the content built by :func:`~densefeat.report.content.build_report`.
+        report: the content built by :func:`~densefeat.report.build.build_report`.
         plots: from :func:`~densefeat.report.plots.make_plots`.
         generator: written into ``<meta name="generator">``.
 

@@ -1,6 +1,6 @@
 """The report's plots, drawn with matplotlib and returned as inline SVG text.
 
-Every plot uses the same colour per method (:func:`~densefeat.report.content.method_colours`;
+Every plot uses the same colour per method (:func:`~densefeat.report.format.method_colours`;
 ``dense`` red and drawn thicker, on top), a legend below the panels so it never covers data, and
 labelled log axes. Ablations are left to the tables, so the curves stay readable. A plot whose
 section is empty in ``results.json`` is not drawn: its :class:`Plot` carries ``skipped`` (why)
@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .content import _finite, _group, _mean, _ordered_methods, method_colours
+from .format import method_colours
+from .records import finite, group_by, mean_of, ordered_methods, reference_for
 
 __all__ = ["Plot", "make_plots"]
 
@@ -179,7 +180,7 @@ def _draw_svg(key: str, title: str, draw: Callable[[], Any]) -> str:
 
 # --------------------------------------------------------------------------- eigenspectra
 def _normalised(eig: Sequence[Any]) -> list[float]:
-    vals = [float(v) if _finite(v) else 0.0 for v in eig]
+    vals = [float(v) if finite(v) else 0.0 for v in eig]
     total = sum(v for v in vals if v > 0)
     return [v / total if total > 0 else 0.0 for v in vals]
 
@@ -209,8 +210,8 @@ def _eigenspectra(results: Mapping[str, Any], colours: Mapping[str, str]) -> Plo
         nonlocal clipped
         fig, axes = _figure(len(outputs), 5.2 * len(outputs) + 0.6, 4.4)
         for ax, output in zip(axes, outputs, strict=True):
-            group = _group([r for r in recs if r["output"] == output], lambda r: r["method"])
-            order = _ordered_methods(results, group)
+            group = group_by([r for r in recs if r["output"] == output], lambda r: r["method"])
+            order = ordered_methods(results, group)
             top, low = 0.0, math.inf
             for method in _plot_order(order):
                 p = _mean_spectrum(group[method])
@@ -223,10 +224,7 @@ def _eigenspectra(results: Mapping[str, Any], colours: Mapping[str, str]) -> Plo
                 ax.plot(xs, ys, label=method, **_style(method, colours))
             shapes = list(dict.fromkeys((r["n"], r["d"]) for r in recs if r["output"] == output))
             for n, d in shapes:
-                ref = next(
-                    (x for x in results.get("reference") or () if x["n"] == n and x["d"] == d),
-                    None,
-                )
+                ref = reference_for(results, n, d)
                 if ref is None:
                     continue
                 p = [v for v in _normalised(ref["eigenvalues"]) if v > 0]
@@ -278,11 +276,11 @@ def _training_reference(results: Mapping[str, Any]) -> tuple[float, str, bool] |
         for r in results.get("geometry") or ()
         if r["output"] == "backbone" and r["method"] == "dense"
     ] or [r["d"] for r in results.get("geometry") or () if r["output"] == "backbone"]
-    if not _finite(batch) or not ds or batch < 2:
+    if not finite(batch) or not ds or batch < 2:
         return None
     n, d = int(batch), int(ds[0])
     for ref in results.get("reference") or ():
-        if ref["n"] == n and ref["d"] == d and _finite(ref["effective_rank"]):
+        if ref["n"] == n and ref["d"] == d and finite(ref["effective_rank"]):
             return float(ref["effective_rank"]), f"n={n}, d={d}", False
     from ..functional import isotropic_reference  # torch: only when needed
 
@@ -304,13 +302,13 @@ def _training(results: Mapping[str, Any], colours: Mapping[str, str]) -> Plot:
 
     def draw() -> Any:
         fig, (ax,) = _figure(1, 7.6, 4.4)
-        group = _group(recs, lambda r: r["method"])
-        for method in _plot_order(_ordered_methods(results, group)):
+        group = group_by(recs, lambda r: r["method"])
+        for method in _plot_order(ordered_methods(results, group)):
             for i, rec in enumerate(group[method]):
                 pts = [
                     (s, v)
                     for s, v in zip(rec["step"], rec["effective_rank"], strict=True)
-                    if _finite(s) and _finite(v)
+                    if finite(s) and finite(v)
                 ]
                 if not pts:
                     continue
@@ -358,7 +356,7 @@ def _kshot(results: Mapping[str, Any], colours: Mapping[str, str]) -> Plot:
         and r["embedding"] == "raw"
         and r["method"] != "supervised"
         and r["method"] not in results["config"]["ablations"]
-        and _finite(r["auroc"])
+        and finite(r["auroc"])
     ]
     if not recs:
         return Plot(key, title, "", skipped="results.json has no k-shot probe records.")
@@ -373,12 +371,12 @@ def _kshot(results: Mapping[str, Any], colours: Mapping[str, str]) -> Plot:
     def draw() -> Any:
         fig, axes = _figure(len(panels), 4.6 * len(panels) + 0.8, 4.2)
         for ax, (name, prec) in zip(axes, panels, strict=True):
-            group = _group(prec, lambda r: r["method"])
-            for method in _plot_order(_ordered_methods(results, group)):
-                by_k = _group(group[method], lambda r: int(r["k"]))
+            group = group_by(prec, lambda r: r["method"])
+            for method in _plot_order(ordered_methods(results, group)):
+                by_k = group_by(group[method], lambda r: int(r["k"]))
                 xs = sorted(by_k)
-                ys = [_mean(r["auroc"] for r in by_k[k]) for k in xs]
-                sds = [_mean(r.get("auroc_sd") for r in by_k[k]) for k in xs]
+                ys = [mean_of(r["auroc"] for r in by_k[k]) for k in xs]
+                sds = [mean_of(r.get("auroc_sd") for r in by_k[k]) for k in xs]
                 style = _style(method, colours)
                 ax.plot(xs, ys, marker="o", markersize=3.5, label=method, **style)
                 if all(s is not None for s in sds):
@@ -418,7 +416,7 @@ def _robustness(results: Mapping[str, Any], colours: Mapping[str, str]) -> Plot:
     recs = [
         r
         for r in results.get("robustness") or ()
-        if r["method"] not in ablations and _finite(r["auroc_drop"]) and _finite(r["level"])
+        if r["method"] not in ablations and finite(r["auroc_drop"]) and finite(r["level"])
     ]
     if not recs:
         return Plot(key, title, "", skipped="results.json has no robustness records.")
@@ -428,11 +426,11 @@ def _robustness(results: Mapping[str, Any], colours: Mapping[str, str]) -> Plot:
     def draw() -> Any:
         fig, axes = _figure(ncols, 3.9 * ncols + 0.8, 4.0)
         for ax, pert in zip(axes, perts, strict=True):
-            group = _group([r for r in recs if r["perturbation"] == pert], lambda r: r["method"])
-            for method in _plot_order(_ordered_methods(results, group)):
-                by_level = _group(group[method], lambda r: float(r["level"]))
+            group = group_by([r for r in recs if r["perturbation"] == pert], lambda r: r["method"])
+            for method in _plot_order(ordered_methods(results, group)):
+                by_level = group_by(group[method], lambda r: float(r["level"]))
                 xs = [0.0, *sorted(by_level)]
-                ys = [0.0, *(_mean(r["auroc_drop"] for r in by_level[x]) for x in xs[1:])]
+                ys = [0.0, *(mean_of(r["auroc_drop"] for r in by_level[x]) for x in xs[1:])]
                 ax.plot(xs, ys, marker="o", markersize=3.5, label=method, **_style(method, colours))
             ax.axhline(0.0, label="no drop (clean)", **_CHANCE_STYLE)
             ax.set_xlabel(_PERTURBATION_AXIS.get(pert, "perturbation level"))
@@ -457,7 +455,7 @@ def _temporal(results: Mapping[str, Any], colours: Mapping[str, str]) -> Plot:
     recs = [
         r
         for r in results.get("temporal") or ()
-        if r["method"] not in ablations and _finite(r["subspace_distance"])
+        if r["method"] not in ablations and finite(r["subspace_distance"])
     ]
     if not recs:
         return Plot(key, title, "", skipped="results.json has no temporal records.")
@@ -471,14 +469,14 @@ def _temporal(results: Mapping[str, Any], colours: Mapping[str, str]) -> Plot:
         from matplotlib.lines import Line2D
 
         fig, (ax,) = _figure(1, 7.6, 4.4)
-        group = _group(recs, lambda r: r["method"])
-        for method in _plot_order(_ordered_methods(results, group)):
-            by_w = _group(group[method], lambda r: r["window"])
+        group = group_by(recs, lambda r: r["method"])
+        for method in _plot_order(ordered_methods(results, group)):
+            by_w = group_by(group[method], lambda r: r["window"])
             xs = sorted(by_w)
             style = _style(method, colours)
-            ys = [_mean(r["subspace_distance"] for r in by_w[w]) for w in xs]
+            ys = [mean_of(r["subspace_distance"] for r in by_w[w]) for w in xs]
             ax.plot(xs, ys, marker="o", markersize=4, label=method, **style)
-            floor = [_mean(r["floor"] for r in by_w[w]) for w in xs]
+            floor = [mean_of(r["floor"] for r in by_w[w]) for w in xs]
             pts = [(x, f) for x, f in zip(xs, floor, strict=True) if f is not None]
             if pts:
                 ax.plot(
@@ -489,11 +487,11 @@ def _temporal(results: Mapping[str, Any], colours: Mapping[str, str]) -> Plot:
                     linewidth=1.2,
                     zorder=style["zorder"],
                 )
-        by_w = _group(recs, lambda r: r["window"])
-        chance = [_mean(r["chance"] for r in by_w[w]) for w in windows]
+        by_w = group_by(recs, lambda r: r["window"])
+        chance = [mean_of(r["chance"] for r in by_w[w]) for w in windows]
         pts = [(w, c) for w, c in zip(windows, chance, strict=True) if c is not None]
         if pts:
-            chance_label = "chance √(1 − k/n)" + (f", k={k}" if _finite(k) else "")
+            chance_label = "chance √(1 − k/n)" + (f", k={k}" if finite(k) else "")
             ax.plot([p[0] for p in pts], [p[1] for p in pts], label=chance_label, **_REF_STYLE)
         # At most ~12 labelled ticks: dozens of yearly (or 12-hourly) windows would overlap.
         step = max(1, -(-len(windows) // 12))
@@ -520,11 +518,11 @@ def _temporal(results: Mapping[str, Any], colours: Mapping[str, str]) -> Plot:
 
 
 def make_plots(results: Mapping[str, Any], colours: Mapping[str, str]) -> list[Plot]:
-    """Draw every plot of the report (validated ``results``; see :mod:`.content`).
+    """Draw every plot of the report (validated ``results``; see :mod:`.schema`).
 
     Args:
         results: the ``results.json`` object, already checked by
-            :func:`~densefeat.report.content.validate`.
+            :func:`~densefeat.report.schema.validate`.
         colours: method name -> colour, shared with the tables.
 
     Returns:
