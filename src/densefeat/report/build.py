@@ -1,7 +1,8 @@
 """``build_report``: validate a ``results.json`` object and assemble the :class:`Report`.
 
 The one place that decides what the report holds and in which order; the sentences come from
-:mod:`.prose`, the tables from :mod:`.tables`, the colours from :mod:`.format`.
+:mod:`.prose`, the tables from :mod:`.tables` (split to fit the page by :mod:`.layout`), the
+colours from :mod:`.format`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .format import method_colours
+from .layout import fit_all
 from .model import Report
 from .prose import DEFINITIONS, banner, endpoint_sentences, header_facts
 from .schema import validate
@@ -17,11 +19,11 @@ from .tables import (
     alignment_table,
     comparison_table,
     geometry_table,
-    kshot_table,
-    probe_table,
+    kshot_tables,
+    probe_tables,
     robustness_tables,
     tasks_table,
-    temporal_table,
+    temporal_tables,
 )
 
 __all__ = ["build_report"]
@@ -40,14 +42,12 @@ def build_report(results: Mapping[str, Any]) -> Report:
         ValueError: see :func:`~densefeat.report.schema.validate`.
     """
     validate(results)
-    drop, drift = robustness_tables(results)
     tables = (
         tasks_table(results),
-        probe_table(results),
-        kshot_table(results),
-        drop,
-        drift,
-        temporal_table(results),
+        *probe_tables(results),
+        *kshot_tables(results),
+        *robustness_tables(results),
+        *temporal_tables(results),
         alignment_table(results),
         geometry_table(results),
     )
@@ -60,7 +60,7 @@ def build_report(results: Mapping[str, Any]) -> Report:
         facts=header_facts(results),
         endpoints=endpoint_sentences(results),
         comparison=comparison_table(results),
-        tables=tables,
+        tables=fit_all(tables),
         definitions=DEFINITIONS,
         colours=method_colours(results),
     )

@@ -1,8 +1,10 @@
 """How numbers and methods look in the report: rounding, CIs, signed values, colours.
 
 Rounding (one rule per quantity, used everywhere): effective ranks 1 decimal; condition numbers 3
-significant digits (whole numbers from 1,000 to 1e6); AUROC, subspace distances, CKA and AUROC
-drops 3 decimals; a standard deviation has the decimals of its value. A value that does not
+significant digits (whole numbers from 1,000 to 1e6); AUROC, AUPRC, subspace distances, CKA and
+AUROC drops 3 decimals; a standard deviation has the decimals of its value; a prevalence is a
+percentage with 1 decimal (2 below 1%). A value that rounds to zero is printed without a sign
+(``0.000``, never ``-0.000``). A value that does not
 exist (``null``, or a non-finite number that should not be in the file) is printed as ``—``
 with its reason as a note where one is known; ``NaN`` is never printed.
 """
@@ -16,10 +18,19 @@ from typing import Any
 from .model import NA, Cell
 from .records import finite
 
-__all__ = ["DENSE_COLOUR", "PALETTE", "ci_text", "fmt", "method_colours", "num", "signed"]
+__all__ = [
+    "DENSE_COLOUR",
+    "PALETTE",
+    "ci_text",
+    "count_of",
+    "fmt",
+    "method_colours",
+    "num",
+    "signed",
+]
 
 
-_DECIMALS = {"rank": 1, "auroc": 3, "dist": 3, "cka": 3, "drop": 3, "angle": 1}
+_DECIMALS = {"rank": 1, "auroc": 3, "auprc": 3, "dist": 3, "cka": 3, "drop": 3, "angle": 1}
 
 
 #: Highlight colour of the method under test; the others take PALETTE in order.
@@ -48,7 +59,19 @@ PALETTE = (
 )
 
 
+def _unsigned_zero(text: str) -> str:
+    """``-0.000`` -> ``0.000`` (and ``+0.000``): a value that rounds to zero has no sign."""
+    if text[:1] in "+-" and not any(c in "123456789" for c in text.partition("e")[0]):
+        return text[1:]
+    return text
+
+
 def num(value: float, kind: str) -> str:
+    """``value`` as text by the rounding rule of ``kind`` (see :func:`fmt`)."""
+    return _unsigned_zero(_num(value, kind))
+
+
+def _num(value: float, kind: str) -> str:
     if kind == "cond":
         if 1e3 <= abs(value) < 1e6:
             return f"{value:,.0f}"
@@ -59,7 +82,7 @@ def num(value: float, kind: str) -> str:
     if kind == "int":
         return f"{round(value):,}"
     if kind == "pct":
-        return f"{100 * value:.1f}%"
+        return f"{100 * value:.{2 if 0 < abs(value) < 0.01 else 1}f}%"
     return f"{value:.{_DECIMALS[kind]}f}"
 
 
@@ -75,8 +98,8 @@ def fmt(
     Args:
         value: the number, or ``None``.
         kind: ``"rank"`` (1 decimal), ``"cond"`` (3 significant digits), ``"auroc"``,
-            ``"dist"``, ``"cka"``, ``"drop"`` (3 decimals), ``"angle"`` (1 decimal), ``"int"``,
-            ``"pct"``.
+            ``"auprc"``, ``"dist"``, ``"cka"``, ``"drop"`` (3 decimals), ``"angle"`` (1 decimal),
+            ``"int"``, ``"pct"``.
         sd: optional standard deviation, printed as ``± sd`` with the value's decimals.
         reason: why the value is missing, used when ``value`` is ``None`` (a non-finite
             number gets a note saying so instead).
@@ -97,10 +120,19 @@ def fmt(
 
 
 def signed(value: float) -> str:
-    return f"{value:+.3f}"
+    """A difference with its sign, 3 decimals (``+0.012``, ``-0.005``; ``0.000`` unsigned)."""
+    return _unsigned_zero(f"{value:+.3f}")
+
+
+def count_of(positives: Any, rows: Any) -> Cell:
+    """``positives / rows`` (e.g. ``47 / 616``), or ``—`` when either is unknown."""
+    if not (finite(positives) and finite(rows)):
+        return Cell(NA, "results.json does not give the held-out positives and rows")
+    return Cell(f"{num(positives, 'int')} / {num(rows, 'int')}")
 
 
 def ci_text(ci: Sequence[float] | None, kind: str = "auroc") -> str:
+    """``[lo, hi]`` with the rounding of ``kind``; empty when there is no (finite) CI."""
     if ci is None or len(ci) != 2 or not all(finite(v) for v in ci):
         return ""
     return f"[{num(ci[0], kind)}, {num(ci[1], kind)}]"

@@ -56,6 +56,7 @@ tr.ablation td:first-child { padding-left: 24px; }
 tr.first-ablation td { border-top: 2px solid var(--line); }
 tfoot td { font-style: italic; color: var(--muted); background: #fafbfc;
   white-space: normal; }
+tr.missing td { font-style: italic; color: var(--muted); }
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px;
   margin-right: 7px; }
 .na { color: var(--muted); cursor: help; }
@@ -123,7 +124,8 @@ def _table(table: Table, colours: dict[str, str]) -> str:
         return "".join(parts)
     notes = _Notes(table.key)
     head = "".join(
-        f'<th class="{"text" if j < table.text_columns else "num"}" scope="col">{escape(h)}</th>'
+        f'<th class="{"text" if j < table.text_columns else "num"}" scope="col">'
+        f"{escape(h).replace('_', '_<wbr>')}</th>"
         for j, h in enumerate(table.header)
     )
     body = []
@@ -185,7 +187,7 @@ def to_html(report: Report, plots: Sequence[Plot], *, generator: str = "densefea
         figures.append(_figure(plot, number))
     nav = [("sec-endpoints", "Primary endpoints"), ("sec-comparison", "Comparison")]
     nav += [("sec-plots", "Plots")]
-    nav += [(f"sec-{t.key}", t.title) for t in report.tables]
+    nav += [(f"sec-{t.key}", t.title) for t in report.tables if t.nav]
     nav += [("sec-definitions", "Definitions")]
     nav_html = " ".join(f'<a href="#{k}">{escape(v)}</a>' for k, v in nav)
     defs = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in report.definitions)

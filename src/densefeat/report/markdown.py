@@ -40,9 +40,9 @@ def _table(table: Table, level: str = "##") -> list[str]:
     for row in (*table.rows, *table.foot):
         cells = [notes.ref(c) for c in row.cells]
         if row.method == "dense":
-            cells = [f"**{c}**" for c in cells]
-        elif row.kind == "reference":
-            cells = [f"_{c}_" for c in cells]
+            cells = [f"**{c}**" if c else c for c in cells]
+        elif row.kind in ("reference", "missing"):
+            cells = [f"_{c}_" if c else c for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     if notes.texts:

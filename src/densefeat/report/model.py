@@ -36,7 +36,7 @@ class Row:
 
     cells: tuple[Cell, ...]
     method: str | None = None
-    kind: str = "method"  # "method" | "ablation" | "reference"
+    kind: str = "method"  # "method" | "ablation" | "reference" | "missing" (not measured)
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,13 @@ class Table:
     foot: tuple[Row, ...] = ()
     empty: str | None = None  # set when the section has no data: why
     text_columns: int = 1  # leading columns that hold text (left-aligned), the rest numbers
+    lead_columns: int | None = None  # repeated in each part of a split table (text_columns)
+    nav: bool = True  # listed in the page's navigation (False: a later part of a split table)
+
+    @property
+    def leading(self) -> int:
+        """How many leading columns identify a row (repeated when the table is split)."""
+        return self.text_columns if self.lead_columns is None else self.lead_columns
 
 
 @dataclass(frozen=True)

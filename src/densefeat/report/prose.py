@@ -8,10 +8,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from .format import num, signed
-from .records import finite, join
+from .records import finite, join, skipped
 from .schema import check_comparison, higher_is_better_of
 
-__all__ = ["DEFINITIONS", "banner", "endpoint_sentence", "endpoint_sentences", "header_facts"]
+__all__ = [
+    "DEFINITIONS",
+    "banner",
+    "endpoint_sentence",
+    "endpoint_sentences",
+    "header_facts",
+    "window_rule",
+]
 
 
 def endpoint_sentence(cmp: Mapping[str, Any], label: str, *, higher_is_better: bool) -> str:
@@ -57,7 +64,7 @@ def endpoint_sentence(cmp: Mapping[str, Any], label: str, *, higher_is_better: b
     lo, hi = (float(v) for v in cmp["difference_ci"])
     sig_better = lo > 0 if higher_is_better else hi < 0
     sig_worse = hi < 0 if higher_is_better else lo > 0
-    numbers = f"difference {signed(diff)}, 95% CI [{lo:.3f}, {hi:.3f}]"
+    numbers = f"difference {signed(diff)}, 95% CI [{num(lo, 'drop')}, {num(hi, 'drop')}]"
     values += ", paired patient-level bootstrap)"
     if better and sig_better:
         return f"dense beats the best baseline ({base}) on {label}: {numbers} {values}."
@@ -86,6 +93,13 @@ def header_facts(results: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     tasks = results.get("tasks") or []
     if tasks:
         facts.append(("Tasks", join(t["name"] for t in tasks)))
+    not_run = [
+        f"{name} ({reason})"
+        for key in ("tasks", "methods", "baselines")
+        for name, reason in skipped(results, key)
+    ]
+    if not_run:
+        facts.append(("Not run", "; ".join(not_run)))
     seeds = list(cfg["seeds"])
     seed_text = f"{join(seeds)} ({len(seeds)} seed{'s' if len(seeds) != 1 else ''})"
     if len(seeds) < 3:
@@ -163,7 +177,8 @@ DEFINITIONS = (
     (
         "subspace distance",
         "sample-space distance between the top-k left singular vectors Ua, Ub of two paired "
-        "centred matrices: √(1 − ‖Uaᵀ Ub‖²_F / k), in [0, 1]; chance √(1 − k/n).",
+        "centred matrices: √(1 − ‖Uaᵀ Ub‖²_F / k), in [0, 1]; chance √(1 − k/(n − 1)), that "
+        "of two random k-dim subspaces of the (n − 1)-dimensional centred sample space.",
     ),
     (
         "debiased linear CKA",
@@ -214,3 +229,20 @@ def endpoint_sentences(results: Mapping[str, Any]) -> tuple[str, ...]:
             "with at least 3 seeds."
         )
     return tuple(endpoints)
+
+
+#: densefeat.eval.temporal scores a window only with at least this many subjects per k.
+_MIN_ROWS_PER_K = 4
+
+
+def window_rule(results: Mapping[str, Any]) -> str:
+    """Why a time window has no record: the rule of :mod:`densefeat.eval.temporal`."""
+    ks = {r.get("k") for r in results.get("temporal") or () if finite(r.get("k"))}
+    k = next(iter(ks)) if len(ks) == 1 else results["config"].get("k")
+    least = f"4 k = {_MIN_ROWS_PER_K * int(k)}" if finite(k) else f"{_MIN_ROWS_PER_K} × k"
+    return (
+        f"a window is measured only when at least {least} held-out subjects have an event "
+        "at or before its first cut-off and a new event before the second (the minimum of "
+        "densefeat.eval.temporal); results.json does not record how many subjects the windows "
+        "left out had"
+    )

@@ -3,17 +3,17 @@
 from .alignment import alignment_table
 from .comparison import comparison_table
 from .geometry import geometry_table
-from .probes import kshot_table, probe_table, tasks_table
+from .probes import kshot_tables, probe_tables, tasks_table
 from .robustness import robustness_tables
-from .temporal import temporal_table
+from .temporal import temporal_tables
 
 __all__ = [
     "alignment_table",
     "comparison_table",
     "geometry_table",
-    "kshot_table",
-    "probe_table",
+    "kshot_tables",
+    "probe_tables",
     "robustness_tables",
     "tasks_table",
-    "temporal_table",
+    "temporal_tables",
 ]

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping
 from typing import Any
 
 from ..format import fmt, num
 from ..model import NA, Cell, Row, Table
-from ..records import has_records, join, mean_of, reference_for, row_kind
+from ..records import (
+    auprc_chance,
+    group_by,
+    has_records,
+    join,
+    mean_of,
+    probe_only,
+    reference_for,
+    row_kind,
+    sd_of,
+    task_names,
+)
 
 __all__ = ["comparison_table"]
+
+_PROBE_ONLY_SEEDS = (
+    "probe-only baseline: no encoder is trained, so there is no training seed to repeat"
+)
 
 
 def _backbone_shapes(results: Mapping[str, Any]) -> dict[str, list[tuple[int, int]]]:
@@ -38,6 +54,26 @@ def _cond_reason(results: Mapping[str, Any], method: str, row: Mapping[str, Any]
     return None
 
 
+def _macro_auprc(results: Mapping[str, Any]) -> dict[str, tuple[float | None, float | None]]:
+    """Method -> (mean, sd) over seeds of the macro AUPRC over tasks (raw embeddings, all
+    shots): computed like the table's probe AUROC, from the probe records (a seed missing a
+    task is left out)."""
+    probes = [p for p in results.get("probes") or () if p["k"] == "all" and p["embedding"] == "raw"]
+    tasks = task_names(results, probes)
+    out = {}
+    for method, recs in group_by(probes, lambda p: p["method"]).items():
+        macros = []
+        for seed_recs in group_by(recs, lambda p: p["seed"]).values():
+            by_task = {
+                t: mean_of(p.get("auprc") for p in g)
+                for t, g in group_by(seed_recs, lambda p: p["task"]).items()
+            }
+            if all(by_task.get(t) is not None for t in tasks):
+                macros.append(statistics.fmean(by_task[t] for t in tasks))
+        out[method] = (mean_of(macros), sd_of(macros))
+    return out
+
+
 def comparison_table(results: Mapping[str, Any]) -> Table:
     rows_by_method = {row["method"]: row for row in results["table"]}
     shapes = _backbone_shapes(results)
@@ -50,9 +86,11 @@ def comparison_table(results: Mapping[str, Any]) -> Table:
         "cond. number @k",
         "temporal subspace distance",
         "probe AUROC",
+        "probe AUPRC",
         "robustness drop",
         "seed alignment (CKA)",
     )
+    auprc = _macro_auprc(results)
     rows = []
     for method in [*results["config"]["methods"], *results["config"]["ablations"]]:
         row = rows_by_method[method]
@@ -61,11 +99,24 @@ def comparison_table(results: Mapping[str, Any]) -> Table:
             return row.get(f"{key}_reason") or fallback
 
         shape = shapes.get(method, [])
-        no_geometry = None if shape else "no embedding geometry (e.g. a probe-only baseline)"
+        only = probe_only(results, method)
+        no_geometry = None
+        if not shape:
+            no_geometry = (
+                "probe-only baseline: no encoder embedding, so no embedding geometry"
+                if only
+                else "no embedding geometry in results.json"
+            )
         shape_cell = Cell(join(f"{n} × {d}" for n, d in shape)) if shape else Cell(NA)
+        seeds_cell = (
+            Cell(NA, _PROBE_ONLY_SEEDS)
+            if only and row["n_seeds"] == 1
+            else fmt(row["n_seeds"], "int")
+        )
+        mean, sd = auprc.get(method, (None, None))
         cells = (
             Cell(method),
-            fmt(row["n_seeds"], "int"),
+            seeds_cell,
             shape_cell,
             fmt(
                 row["effective_rank"],
@@ -101,6 +152,12 @@ def comparison_table(results: Mapping[str, Any]) -> Table:
                 ),
             ),
             fmt(
+                mean,
+                "auprc",
+                sd=sd,
+                reason="no full-data probe on raw embeddings for every task",
+            ),
+            fmt(
                 row["robustness_drop"],
                 "drop",
                 reason=reason(
@@ -115,13 +172,24 @@ def comparison_table(results: Mapping[str, Any]) -> Table:
                 "cka",
                 reason=reason(
                     "seed_alignment_cka",
-                    "one seed: no pair of seeds to align" if row["n_seeds"] == 1 else None,
+                    "probe-only baseline: no encoder, so no seeds to align"
+                    if only
+                    else "one seed: no pair of seeds to align"
+                    if row["n_seeds"] == 1
+                    else None,
                 ),
             ),
         )
         rows.append(Row(cells, method=method, kind=row_kind(results, method)))
 
     chance = mean_of(rec["chance"] for rec in results.get("temporal") or ())
+    probed = task_names(results, [p for p in results.get("probes") or () if p["k"] == "all"])
+    prevalences = [auprc_chance(results, t) for t in probed]
+    auprc_chance_cell = (
+        Cell(f"{num(statistics.fmean(prevalences), 'auprc')} (chance)")
+        if prevalences and None not in prevalences
+        else Cell(NA, "results.json does not give every task's prevalence")
+    )
     foot = []
     seen: list[tuple[int, int]] = []
     for shape in shapes.values():
@@ -145,6 +213,7 @@ def comparison_table(results: Mapping[str, Any]) -> Table:
                 ),
                 Cell(f"{num(chance, 'dist')} (chance)") if chance is not None else Cell(NA),
                 Cell("0.500 (chance)"),
+                auprc_chance_cell,
                 Cell(NA),
                 Cell("0.000 (independent)"),
             )
@@ -156,7 +225,9 @@ def comparison_table(results: Mapping[str, Any]) -> Table:
         "Geometry of the backbone output on the held-out subjects (higher effective rank and a "
         "condition number nearer 1 are more isotropic). Temporal subspace distance: adjacent "
         "windows of the same subjects, lower is more stable. Probe AUROC: linear probe, macro "
-        "over tasks, all shots, raw embeddings. Robustness drop: clean minus perturbed AUROC "
+        "over tasks, all shots, raw embeddings; probe AUPRC the same, computed from the probe "
+        "records (its chance level is the prevalence: the reference row gives the mean over "
+        "tasks). Robustness drop: clean minus perturbed AUROC "
         "as summarised by the benchmark (lower is more robust; each perturbation and level is "
         "in the robustness table). Seed alignment: debiased linear "
         "CKA between two seeds on the same rows. The reference rows give what an isotropic "
