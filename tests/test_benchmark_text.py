@@ -30,7 +30,8 @@ if not os.environ.get("CI"):
 from _paths import SHARED_DATA
 from densefeat.benchmark.config import BenchmarkConfig
 from densefeat.benchmark.run import run_benchmark
-from densefeat.benchmark.sources.text import TEXT_GRID, NoteRows, tfidf_features
+from densefeat.benchmark.sources.notes import NoteRows
+from densefeat.benchmark.sources.text import TEXT_GRID, tfidf_features
 from densefeat.cli import main
 
 pytestmark = pytest.mark.filterwarnings(

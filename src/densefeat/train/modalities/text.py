@@ -50,11 +50,11 @@ import polars as pl
 import torch
 from torch import nn
 
-from ...data.text.chunks import chunk_text
 from ...data.text.corpus import NoteCorpus, adjacent_note_pairs, load_note_corpus
 from ...data.text.views import TextViewConfig, random_view
 from ...methods import get_method
 from ...models.text import SmallTextEncoder, TextEncoderConfig, build_text_encoder
+from ...models.text.config import note_chunks
 from ..checkpoint import backbone_fingerprint, check_fingerprint, read_run_config
 from ..config import TrainConfig
 from .base import MONITOR_SPLITS, Embeddings, Modality, Network, Run, Session, project
@@ -219,12 +219,6 @@ def prepare_text_data(
     return TextData(corpus, rows, y, monitor, pairs)
 
 
-def _note_chunks(text: str, cfg: TextEncoderConfig) -> list[str]:
-    """The chunks the encoders read (the same rule as :mod:`densefeat.models.text`)."""
-    chunks = chunk_text(text, max_words=cfg.chunk_words) or [text.strip()]
-    return chunks if cfg.max_chunks is None else chunks[: cfg.max_chunks]
-
-
 def _mlm_inputs(
     encoder: SmallTextEncoder, texts: list[str], row_ids: np.ndarray, cfg: TrainConfig, step: int
 ) -> dict[str, Any]:
@@ -238,7 +232,7 @@ def _mlm_inputs(
     chunks: list[str] = []
     draws: list[np.ndarray] = []
     for text, row in zip(texts, row_ids, strict=True):
-        pieces = _note_chunks(text, tcfg)
+        pieces = note_chunks(text, tcfg)
         chunks.extend(pieces)
         rng = np.random.default_rng([cfg.seed, step, int(row), 1])
         draws.append(rng.random((len(pieces), tcfg.max_tokens)))
