@@ -14,14 +14,12 @@ checkpoint's weights.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..data.ehr.builder import HistoryBuilder
 from .checkpoint import (
     check_fingerprint,
     latest_checkpoint,
@@ -30,9 +28,9 @@ from .checkpoint import (
     read_run_config,
 )
 from .config import TrainConfig
-from .modalities.base import Run
+from .modalities import Run, get_modality
 
-__all__ = ["RUN_KIND", "load_run", "read_history", "read_run_modality", "run_record"]
+__all__ = ["RUN_KIND", "load_run", "read_run_modality", "run_record"]
 
 RUN_KIND = "densefeat.run"
 
@@ -49,18 +47,6 @@ def run_record(cfg: TrainConfig, data: Any, labels: Any, info: dict[str, Any]) -
         "torch": torch.__version__,
         **info,
     }
-
-
-def read_history(run_dir: str | os.PathLike[str]) -> HistoryBuilder:
-    """The history builder saved in ``RUN/history.json``.
-
-    Raises:
-        FileNotFoundError: the run has none (not an ehr or multimodal run directory).
-    """
-    path = Path(run_dir) / "history.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: not a densefeat run directory (no history.json)")
-    return HistoryBuilder.from_dict(json.loads(path.read_text()))
 
 
 def read_run_modality(run_dir: str | os.PathLike[str]) -> str:
@@ -86,8 +72,6 @@ def load_run(run_dir: str | os.PathLike[str], modality: str | None = None) -> Ru
         ValueError: a run of another modality than ``modality``, a checkpoint that does not fit
             its model, or a different pretrained text backbone than the run was trained on.
     """
-    from .modalities import get_modality
-
     run_dir = Path(run_dir)
     info = read_run_config(run_dir)
     cfg = TrainConfig.from_dict(info["train"])

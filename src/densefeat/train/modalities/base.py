@@ -20,23 +20,23 @@ run; the benchmark's data sources (:mod:`densefeat.benchmark.sources`) call ``em
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ...data.ehr.builder import HistoryBuilder
 from ...methods import Method
 from ...models.heads import ProjectionHead
 from ..config import TrainConfig
 
-if TYPE_CHECKING:
-    from ...data.ehr.builder import HistoryBuilder
-
-__all__ = ["MONITOR_SPLITS", "Embeddings", "Modality", "Network", "Run", "Session"]
+__all__ = ["MONITOR_SPLITS", "Embeddings", "Modality", "Network", "Run", "Session", "read_history"]
 
 #: Splits the monitoring batch is taken from, in order of preference.
 MONITOR_SPLITS = ("held_out", "tuning")
@@ -158,3 +158,15 @@ def project(head: ProjectionHead, z: np.ndarray, device: torch.device | str) -> 
     ]
     head.train(was_training)
     return np.concatenate(parts) if parts else np.zeros((0, head.d_out), np.float32)
+
+
+def read_history(run_dir: str | os.PathLike[str]) -> HistoryBuilder:
+    """The history builder saved in ``RUN/history.json``.
+
+    Raises:
+        FileNotFoundError: the run has none (not an ehr or multimodal run directory).
+    """
+    path = Path(run_dir) / "history.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a densefeat run directory (no history.json)")
+    return HistoryBuilder.from_dict(json.loads(path.read_text()))

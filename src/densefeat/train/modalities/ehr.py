@@ -38,8 +38,7 @@ from ...methods import Method, get_method
 from ...models.ehr import EHREncoder, EHREncoderConfig
 from ...models.heads import ProjectionHead
 from ..config import TrainConfig
-from ..runs import read_history
-from .base import MONITOR_SPLITS, Embeddings, Modality, Network, Run, Session
+from .base import MONITOR_SPLITS, Embeddings, Modality, Network, Run, Session, read_history
 
 __all__ = [
     "EHR",

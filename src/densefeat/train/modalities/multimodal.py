@@ -57,8 +57,7 @@ from ...models.multimodal import MultimodalEncoder
 from ...models.text import build_text_encoder
 from ..checkpoint import backbone_fingerprint, check_fingerprint, read_run_config
 from ..config import TrainConfig
-from ..runs import read_history
-from .base import Embeddings, Modality, Network, Run, Session
+from .base import Embeddings, Modality, Network, Run, Session, read_history
 from .ehr import ehr_encoder_config, monitor_rows, require_rows
 from .text import text_encoder_config
 
