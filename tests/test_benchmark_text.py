@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 if not os.environ.get("CI"):
     pytest.importorskip("sklearn", reason="the benchmark needs the eval extra (scikit-learn)")
@@ -34,10 +33,13 @@ from densefeat.benchmark.sources.notes import NoteRows
 from densefeat.benchmark.sources.text import TEXT_GRID, tfidf_features
 from densefeat.cli import main
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:.*representation collapse:RuntimeWarning",
-    "ignore:.*covariance objectives want:RuntimeWarning",
-)
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.filterwarnings(
+        "ignore:.*representation collapse:RuntimeWarning",
+        "ignore:.*covariance objectives want:RuntimeWarning",
+    ),
+]
 
 MTSAMPLES = SHARED_DATA / "mtsamples" / "mtsamples.csv.xz"
 HAVE_MINILM = all(
@@ -58,15 +60,6 @@ TRAIN = {
     "text_max_tokens": 64,
     "text_max_chunks": 1,
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from two intra-op threads on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 import torch
 
+from _helpers import events_frame
 from densefeat.data.ehr import (
     PAD_ID,
     UNK_ID,
@@ -51,16 +52,7 @@ def _events() -> pl.DataFrame:
         (4, D(2022, 1, 2), "LAB", 1000.0),
         (4, D(2022, 1, 3), "A0", None),
     ]
-    return pl.DataFrame(
-        rows,
-        schema={
-            "subject_id": pl.Int64,
-            "time": pl.Datetime("us"),
-            "code": pl.Utf8,
-            "numeric_value": pl.Float32,
-        },
-        orient="row",
-    )
+    return events_frame(rows)
 
 
 SPLITS = pl.DataFrame(

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 import torch
 
+from _helpers import events_frame
 from densefeat.data.ehr import US_PER_DAY, EventBatch, HistoryBuilder
 from densefeat.models import (
     EHREncoder,
@@ -108,16 +109,7 @@ def _events() -> pl.DataFrame:
         (3, D(2018, 9, 9), "B", None),
     ]
     rows += [(1, D(2002, 1, 1 + i), "LAB", float(i)) for i in range(10)]  # values to normalise
-    return pl.DataFrame(
-        rows,
-        schema={
-            "subject_id": pl.Int64,
-            "time": pl.Datetime("us"),
-            "code": pl.Utf8,
-            "numeric_value": pl.Float32,
-        },
-        orient="row",
-    ).sort("subject_id", "time", nulls_last=False, maintain_order=True)
+    return events_frame(rows).sort("subject_id", "time", nulls_last=False, maintain_order=True)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 import torch
 
+from _helpers import events_frame
 from densefeat.data.ehr import N_RESERVED, UNK_ID, EventBatch, HistoryBuilder
 from densefeat.data.ehr.views import event_dropout as views_event_dropout
 from densefeat.eval.perturb import (
@@ -53,16 +54,7 @@ def _events() -> pl.DataFrame:
             rows.append(
                 (s, D(2015, 1, 1) + dt.timedelta(days=int(day), hours=9), f"C{code}", value)
             )
-    return pl.DataFrame(
-        rows,
-        schema={
-            "subject_id": pl.Int64,
-            "time": pl.Datetime("us"),
-            "code": pl.Utf8,
-            "numeric_value": pl.Float64,
-        },
-        orient="row",
-    )
+    return events_frame(rows, pl.Float64)
 
 
 @pytest.fixture(scope="module")

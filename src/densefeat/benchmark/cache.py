@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..io.atomic import atomic_path, write_text_atomic
-from .evaluate import RunResult
+from .evaluate import ProbeContext, RunResult, evaluate_features
+from .geometry import geometry_record
 
 __all__ = [
     "IDENTITY_FILE",
@@ -33,6 +35,7 @@ __all__ = [
     "files_fingerprint",
     "fingerprint",
     "load_eval",
+    "probe_features",
     "save_eval",
 ]
 
@@ -94,3 +97,38 @@ def load_eval(path: Path, fp: str) -> RunResult | None:
     except (OSError, ValueError, EOFError):
         return None  # a damaged array file: recompute
     return RunResult(saved["records"], arrays)
+
+
+def probe_features(
+    out: Path,
+    name: str,
+    fp: str,
+    features: Callable[[], np.ndarray],
+    ctx: ProbeContext,
+    geometry_rows: np.ndarray | None = None,
+) -> tuple[RunResult, bool]:
+    """A probe-only baseline's evaluation (``OUT/eval/<name>/seed0.json``): reused when its
+    fingerprint ``fp`` matches, else computed from ``features()`` and saved.
+
+    Args:
+        out: the benchmark's output directory.
+        name: the baseline's table name.
+        fp: what the evaluation is computed from.
+        features: the (n, d) features of the evaluation rows (called only when needed).
+        ctx: the probes' context.
+        geometry_rows: a boolean mask of the rows whose geometry to record (None: none).
+
+    Returns:
+        ``(result, reused)``.
+    """
+    path = out / "eval" / name / "seed0.json"
+    result = load_eval(path, fp)
+    if result is not None:
+        return result, True
+    z = features()
+    result = evaluate_features(name, z, ctx)
+    if geometry_rows is not None:
+        record = geometry_record(z[geometry_rows])
+        result.records["geometry"] = [{"method": name, "seed": 0, "output": "backbone", **record}]
+    save_eval(path, fp, result)
+    return result, False

@@ -9,8 +9,9 @@ held-out rows only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,14 +20,16 @@ import polars as pl
 from ..eval.bootstrap import weighted_auroc
 from ..eval.probe import LinearProbe, kshot_probe, probe_split, whiten
 from ..eval.robustness import embedding_drift
-from .config import BenchmarkConfig
-from .geometry import one_thread
+from ..train.modalities.base import Embeddings
+from .config import BenchmarkConfig, RunSpec
+from .geometry import geometry_record, one_thread, training_curve
 from .rows import EvalRows, Task
 
 __all__ = [
     "DRIFT_KEYS",
     "ProbeContext",
     "RunResult",
+    "evaluate_embeddings",
     "evaluate_features",
     "probe_tasks",
     "robustness_records",
@@ -200,3 +203,57 @@ def robustness_records(
                 }
             )
     return out
+
+
+def evaluate_embeddings(
+    spec: RunSpec,
+    run_dir: Path,
+    z: Embeddings,
+    held: np.ndarray,
+    d: int,
+    ctx: ProbeContext,
+    perturbed: Callable[[TaskProbes], Iterable[tuple[str, float, float, np.ndarray, dict]]],
+    say: Callable[[str], None],
+) -> RunResult:
+    """The measurements every run gets, whatever its modality.
+
+    Geometry of the backbone (and projector) outputs on the held-out rows, the training curve,
+    probes (full data, k-shot, whitened control) and robustness: ``perturbed(probes)`` yields
+    the held-out rows' embeddings under each perturbation (see :func:`robustness_records`).
+
+    Args:
+        spec: the run.
+        run_dir: its directory (for the training curve).
+        z: the evaluation rows' embeddings, in row order.
+        held: boolean mask of the held-out evaluation rows.
+        d: the backbone's width.
+        ctx: the probes' context.
+        perturbed: the robustness embeddings (called only when perturbations are set).
+        say: one-line progress messages.
+    """
+    base = {"method": spec.name, "seed": spec.seed}
+    geometry = [{**base, "output": "backbone", **geometry_record(z.backbone[held])}]
+    if z.projector is not None:
+        geometry.append({**base, "output": "projector", **geometry_record(z.projector[held])})
+    result = RunResult(
+        {
+            "geometry": geometry,
+            "training_curves": [{**base, "output": "backbone", "d": d, **training_curve(run_dir)}],
+            "probes": [],
+            "robustness": [],
+            "temporal": [],
+        },
+        {"held_out": z.backbone[held]},
+    )
+    say(f"{spec.key}: probes")
+    probes = probe_tasks(spec.name, spec.seed, z.backbone, ctx)
+    result.records["probes"] += probes.records
+    result.arrays.update({f"scores/{t}": s for t, s in probes.scores.items()})
+    if ctx.bench.perturbations and ctx.tasks:
+        say(f"{spec.key}: robustness")
+        rob = robustness_records(
+            spec.name, spec.seed, ctx, probes, z.backbone[held], perturbed(probes)
+        )
+        result.records["robustness"] += rob.records["robustness"]
+        result.arrays.update(rob.arrays)
+    return result

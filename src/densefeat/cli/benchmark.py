@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from ..benchmark.config import ABLATIONS, DEFAULT_METHODS, BenchmarkConfig
 from ..train.config import parse_overrides
+from .common import add_set_argument
 from .common import names as _names
 
 #: Modalities ``densefeat benchmark`` runs.
@@ -60,14 +62,7 @@ def add_common(parser: argparse.ArgumentParser, *, seeds: int, budget: int) -> N
     parser.add_argument(
         "--device", default="auto", choices=("auto", "cpu", "cuda"), help="training device"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a TrainConfig override for every run (repeatable), e.g. max_len=256",
-    )
+    add_set_argument(parser, "a training setting for every run")
 
 
 def add_text_arguments(parser: argparse.ArgumentParser) -> None:
@@ -164,11 +159,21 @@ def config_from_args(args: argparse.Namespace, **extra) -> BenchmarkConfig:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+def run_with_progress(console: Any, data: Any, out: Path, bench: BenchmarkConfig, **kwargs: Any):
+    """:func:`~densefeat.benchmark.run.run_benchmark` with its progress bars and messages on
+    ``console`` (stderr); returns the results."""
     from rich.progress import Progress
 
     from ..benchmark.run import run_benchmark
+
+    with Progress(console=console, transient=True) as progress:
+        return run_benchmark(
+            data, out, bench, say=lambda line: console.print(line), progress=progress, **kwargs
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
 
     text = args.modality == "text"
     bench = config_from_args(
@@ -196,16 +201,7 @@ def run(args: argparse.Namespace) -> int:
 
         data = eunomia_meds()
     console = Console(stderr=True)
-    with Progress(console=console, transient=True) as progress:
-        res = run_benchmark(
-            data,
-            args.out,
-            bench,
-            labels=args.labels,
-            say=lambda line: console.print(line),
-            progress=progress,
-            **options,
-        )
+    res = run_with_progress(console, data, args.out, bench, labels=args.labels, **options)
     console.print(
         f"report: {args.out / 'report.html'} (table: {args.out / 'results.md'}, "
         f"{res['seconds']:.0f} s)"

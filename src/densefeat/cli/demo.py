@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .benchmark import add_common, config_from_args
+from .benchmark import add_common, config_from_args, run_with_progress
 
 #: Smoke-scale settings (chosen for wall time on a 2-core CPU, not for the results).
 SMOKE_BUDGET = 60
@@ -89,10 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import Progress
 
     from ..benchmark.config import ABLATIONS
-    from ..benchmark.run import run_benchmark
     from ..train.config import parse_overrides
 
     user = parse_overrides(args.overrides)
@@ -128,16 +126,7 @@ def run(args: argparse.Namespace) -> int:
             f"{len(text_bench.runs())} runs of {text_bench.budget} steps, into "
             f"{args.out / 'text'}"
         )
-    with Progress(console=console, transient=True) as progress:
-        res = run_benchmark(
-            data,
-            args.out,
-            bench,
-            labels=args.labels,
-            dataset_name=name,
-            say=lambda text: console.print(text),
-            progress=progress,
-        )
+    res = run_with_progress(console, data, args.out, bench, labels=args.labels, dataset_name=name)
     console.print((args.out / "results.md").read_text())
     console.print(f"report: {(args.out / 'report.html').resolve()} ({res['seconds']:.0f} s)")
     if text_bench is not None:
@@ -174,23 +163,18 @@ def _text_config(args: argparse.Namespace, user: dict, user_budget: int | None):
 
 
 def _run_text(args: argparse.Namespace, bench, console) -> None:
-    from rich.progress import Progress
-
-    from ..benchmark.run import run_benchmark
 
     out = args.out / "text"
     console.print(
         f"[bold]densefeat demo, text part[/] — {bench.scale} scale: {args.notes} into {out}"
     )
-    with Progress(console=console, transient=True) as progress:
-        res = run_benchmark(
-            args.notes,
-            out,
-            bench,
-            min_positives=SMOKE_TEXT_MIN_POSITIVES,
-            max_tasks=0 if args.text_tasks else SMOKE_TEXT_MAX_TASKS,
-            say=lambda text: console.print(text),
-            progress=progress,
-        )
+    res = run_with_progress(
+        console,
+        args.notes,
+        out,
+        bench,
+        min_positives=SMOKE_TEXT_MIN_POSITIVES,
+        max_tasks=0 if args.text_tasks else SMOKE_TEXT_MAX_TASKS,
+    )
     console.print((out / "results.md").read_text())
     console.print(f"text report: {(out / 'report.html').resolve()} ({res['seconds']:.0f} s)")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ..methods import METHODS
 from ..train.config import MODALITIES, TrainConfig, parse_overrides
+from .common import add_set_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,14 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="passes over the training rows (steps = epochs x rows // batch size); "
         "excludes --max-steps",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable)",
-    )
+    add_set_argument(parser, "a training setting")
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
     )

@@ -24,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import torch
 
@@ -35,10 +36,9 @@ from ...eval.temporal import temporal_stability
 from ...io.atomic import atomic_path
 from ...train.modalities.ehr import embed
 from ...train.runs import load_run
-from ..cache import files_fingerprint, fingerprint, load_eval, save_eval
+from ..cache import files_fingerprint, fingerprint, probe_features
 from ..config import BenchmarkConfig, RunSpec
-from ..evaluate import ProbeContext, RunResult, evaluate_features, probe_tasks, robustness_records
-from ..geometry import geometry_record, training_curve
+from ..evaluate import ProbeContext, RunResult, evaluate_embeddings
 from ..rows import Task, load_tasks, select_eval_rows
 from ..runs import run_config
 
@@ -168,51 +168,19 @@ class EHRSource:
         rows = self.eval_rows.rows
         z = embed(run, rows, store=store, device=self.device)
         held = (rows["split"] == "held_out").to_numpy()
-        base = {"method": spec.name, "seed": spec.seed}
+        held_rows = rows.filter(pl.Series(held))
+
+        def perturbed(probes):
+            for p, level in bench.perturbations:
+                scale = bench.jitter_days if p == "time_jitter" else 1.0
+                zp, n_in, n_out = perturbed_histories(
+                    run.net.encoder, store, held_rows, p, level * scale, spec.seed, 512, self.device
+                )
+                # The jitter is recorded in days (the grid's level scales --jitter-days).
+                yield p, level, level * scale, zp, {"event_fraction_kept": n_out / max(n_in, 1)}
+
         d = run.cfg.encoder.d_model
-        result = RunResult(
-            {
-                "geometry": [{**base, "output": "backbone", **geometry_record(z.backbone[held])}],
-                "training_curves": [
-                    {**base, "output": "backbone", "d": d, **training_curve(run_dir)}
-                ],
-                "probes": [],
-                "robustness": [],
-                "temporal": [],
-            },
-            {"held_out": z.backbone[held]},
-        )
-        if z.projector is not None:
-            result.records["geometry"].append(
-                {**base, "output": "projector", **geometry_record(z.projector[held])}
-            )
-
-        self.say(f"{spec.key}: probes")
-        probes = probe_tasks(spec.name, spec.seed, z.backbone, ctx)
-        result.records["probes"] += probes.records
-        result.arrays.update({f"scores/{t}": s for t, s in probes.scores.items()})
-
-        if bench.perturbations and ctx.tasks:
-            self.say(f"{spec.key}: robustness")
-            held_rows = rows.filter(pl.Series(held))
-
-            def perturbed():
-                for p, level in bench.perturbations:
-                    scale = bench.jitter_days if p == "time_jitter" else 1.0
-                    zp, n_in, n_out = perturbed_histories(
-                        run.net.encoder, store, held_rows, p, level * scale, spec.seed,
-                        512, self.device,
-                    )  # fmt: skip
-                    # The jitter is recorded in days (the grid's level scales --jitter-days).
-                    extra = {"event_fraction_kept": n_out / max(n_in, 1)}
-                    yield p, level, level * scale, zp, extra
-
-            rob = robustness_records(
-                spec.name, spec.seed, ctx, probes, z.backbone[held], perturbed()
-            )
-            result.records["robustness"] += rob.records["robustness"]
-            result.arrays.update(rob.arrays)
-
+        result = evaluate_embeddings(spec, run_dir, z, held, d, ctx, perturbed, self.say)
         self.say(f"{spec.key}: temporal stability")
         stab = temporal_stability(
             run.net.encoder,
@@ -222,6 +190,7 @@ class EHRSource:
             subjects=self.held_ids,
             device=self.device,
         )
+        base = {"method": spec.name, "seed": spec.seed}
         result.records["temporal"] += [{**base, **rec} for rec in stab["windows"]]
         return result
 
@@ -237,18 +206,16 @@ class EHRSource:
             for c in self.shared_builder().vocabulary.code_table()["code"].to_list()
             if not c.startswith("MEDS_")
         ]
-        fp = fingerprint(eval_fp_base, vocab)
-        path = self.out / "eval" / "count_features" / "seed0.json"
-        result = load_eval(path, fp)
-        if result is None:
+
+        def features() -> np.ndarray:
             events = self.ds.events().select("subject_id", "time", "code")
             cut = self.eval_rows.rows.select(
                 "subject_id", pl.col("prediction_time").alias("cutoff")
             )
-            result = evaluate_features(
-                "count_features", code_count_features(events, cut, vocab), self.ctx
-            )
-            save_eval(path, fp, result)
+            return code_count_features(events, cut, vocab)
+
+        fp = fingerprint(eval_fp_base, vocab)
+        result, _ = probe_features(self.out, "count_features", fp, features, self.ctx)
         return [("count_features", result)]
 
     def shared_builder(self) -> HistoryBuilder:

@@ -79,10 +79,9 @@ from ...io.atomic import atomic_path
 from ...train.config import TrainConfig
 from ...train.modalities.text import embed, read_corpus
 from ...train.runs import load_run
-from ..cache import files_fingerprint, fingerprint, load_eval, save_eval
+from ..cache import files_fingerprint, fingerprint, probe_features
 from ..config import BENCHMARK_VERSION, PERTURBATIONS, BenchmarkConfig, RunSpec
-from ..evaluate import ProbeContext, RunResult, evaluate_features, probe_tasks, robustness_records
-from ..geometry import geometry_record, training_curve
+from ..evaluate import ProbeContext, RunResult, evaluate_embeddings
 from ..rows import Task
 from ..runs import run_config
 from .notes import (
@@ -314,43 +313,16 @@ class TextSource:
         self.say(f"{spec.key}: embedding {len(rows):,} notes")
         z = embed(run, rows.texts, device=self.device)
         held = rows.held()
-        base = {"method": spec.name, "seed": spec.seed}
-        geometry = [{**base, "output": "backbone", **geometry_record(z.backbone[held])}]
-        if z.projector is not None:
-            geometry.append({**base, "output": "projector", **geometry_record(z.projector[held])})
+        held_texts = [rows.texts[i] for i in np.flatnonzero(held)]
+
+        def perturbed(probes):
+            for p, level in self.bench.perturbations:
+                texts = perturb_text(held_texts, p, level, spec.seed)
+                zp = embed(run, texts, device=self.device, projector=False).backbone
+                yield p, level, level, zp, {}
+
         d = run.cfg.encoder.d_model
-        result = RunResult(
-            {
-                "geometry": geometry,
-                "training_curves": [
-                    {**base, "output": "backbone", "d": d, **training_curve(run_dir)}
-                ],
-                "probes": [],
-                "robustness": [],
-                "temporal": [],
-            },
-            {"held_out": z.backbone[held]},
-        )
-        self.say(f"{spec.key}: probes")
-        probes = probe_tasks(spec.name, spec.seed, z.backbone, ctx)
-        result.records["probes"] += probes.records
-        result.arrays.update({f"scores/{t}": s for t, s in probes.scores.items()})
-        if self.bench.perturbations and ctx.tasks:
-            self.say(f"{spec.key}: robustness")
-            held_texts = [rows.texts[i] for i in np.flatnonzero(held)]
-
-            def perturbed():
-                for p, level in self.bench.perturbations:
-                    texts = perturb_text(held_texts, p, level, spec.seed)
-                    zp = embed(run, texts, device=self.device, projector=False).backbone
-                    yield p, level, level, zp, {}
-
-            rob = robustness_records(
-                spec.name, spec.seed, ctx, probes, z.backbone[held], perturbed()
-            )
-            result.records["robustness"] += rob.records["robustness"]
-            result.arrays.update(rob.arrays)
-        return result
+        return evaluate_embeddings(spec, run_dir, z, held, d, ctx, perturbed, self.say)
 
     def baselines(self, eval_fp_base: list[Any]) -> list[tuple[str, RunResult]]:
         """TF-IDF and the frozen all-MiniLM-L6-v2 (when the text extra is installed)."""
@@ -382,19 +354,9 @@ class TextSource:
                     return z
 
             fp = fingerprint(eval_fp_base, name, identity)
-            path = self.out / "eval" / name / "seed0.json"
-            result = load_eval(path, fp)
-            self.say(f"{name} baseline: {'evaluation reused' if result else 'probed'}")
-            if result is None:
-                z = features()
-                result = evaluate_features(name, z, self.ctx)
-                held = self.rows.held()
-                result.records["geometry"] = (
-                    [{"method": name, "seed": 0, "output": "backbone", **geometry_record(z[held])}]
-                    if name == "minilm_frozen"
-                    else []
-                )
-                save_eval(path, fp, result)
+            held = self.rows.held() if name == "minilm_frozen" else None
+            result, reused = probe_features(self.out, name, fp, features, self.ctx, held)
+            self.say(f"{name} baseline: {'evaluation reused' if reused else 'probed'}")
             out.append((name, result))
         return out
 

@@ -33,7 +33,7 @@ from ...data.ehr.batch import EventBatch
 from ...data.ehr.builder import HistoryBuilder
 from ...data.ehr.store import EventStore
 from ...data.ehr.windows import periodic_cuts, window_pairs
-from ...data.meds import read_labels, read_meds_dataset
+from ...data.meds import MedsDataset, read_labels, read_meds_dataset
 from ...methods import Method, get_method
 from ...models.ehr import EHREncoder, EHREncoderConfig
 from ...models.heads import ProjectionHead
@@ -46,6 +46,7 @@ __all__ = [
     "build_ehr_network",
     "ehr_encoder_config",
     "encode_histories",
+    "open_training",
     "prepare_data",
     "row_times",
 ]
@@ -97,17 +98,27 @@ def require_rows(cfg: TrainConfig, method: Method, n_rows: int, what: str, where
         )
 
 
-def prepare_data(
+@dataclass
+class Training:
+    """What every MEDS-based modality opens first (ehr, multimodal)."""
+
+    dataset: MedsDataset
+    train_ids: pl.Series
+    builder: HistoryBuilder
+    store: EventStore
+
+
+def open_training(
     cfg: TrainConfig,
     data_dir: str | os.PathLike[str],
     labels: str | os.PathLike[str] | None,
     builder: HistoryBuilder | None = None,
-) -> tuple[HistoryBuilder, TrainData]:
-    """Fit (or reuse) the builder and build the training rows and the monitoring rows.
+) -> Training:
+    """Read the dataset, fit (or reuse) the history builder on the training split and encode
+    every subject.
 
     Raises:
-        ValueError: a method that needs labels without them, labels that are not binary, or
-            fewer training rows than ``batch_size`` (named).
+        ValueError: a method that needs labels without them, or no training subjects.
     """
     method = get_method(cfg.method)
     if method.needs_labels and labels is None:
@@ -121,21 +132,49 @@ def prepare_data(
         builder = HistoryBuilder.fit(
             ds, split="train", max_len=cfg.data.max_len, min_subjects=cfg.data.min_code_subjects
         )
-    store = builder.encode(ds)
+    return Training(ds, train_ids, builder, builder.encode(ds))
+
+
+def training_labels(labels: str | os.PathLike[str], opened: Training) -> pl.DataFrame:
+    """``subject_id, prediction_time, boolean_value`` of the training subjects' labels.
+
+    Raises:
+        ValueError: labels without ``boolean_value`` (supervised training is binary).
+    """
+    table = read_labels(labels, dataset=opened.dataset)
+    if "boolean_value" not in table.columns:
+        raise ValueError(f"{labels}: supervised training needs boolean_value labels")
+    return table.filter(pl.col("subject_id").is_in(opened.train_ids.implode())).select(
+        "subject_id", "prediction_time", "boolean_value"
+    )
+
+
+def prepare_data(
+    cfg: TrainConfig,
+    data_dir: str | os.PathLike[str],
+    labels: str | os.PathLike[str] | None,
+    builder: HistoryBuilder | None = None,
+) -> tuple[HistoryBuilder, TrainData]:
+    """Fit (or reuse) the builder and build the training rows and the monitoring rows.
+
+    Raises:
+        ValueError: a method that needs labels without them, labels that are not binary, or
+            fewer training rows than ``batch_size`` (named).
+    """
+    method = get_method(cfg.method)
+    opened = open_training(cfg, data_dir, labels, builder)
+    store = opened.store
     if method.inputs == "labels":
-        table = read_labels(labels, dataset=ds)  # type: ignore[arg-type]
-        if "boolean_value" not in table.columns:
-            raise ValueError(f"{labels}: supervised training needs boolean_value labels")
-        rows = table.filter(pl.col("subject_id").is_in(train_ids.implode())).select(
-            "subject_id", "prediction_time", "boolean_value"
-        )
+        rows = training_labels(labels, opened)  # type: ignore[arg-type]
         what = "labelled rows of training subjects"
     else:
-        cuts = periodic_cuts(store, cfg.data.window_days, subjects=train_ids.to_numpy())
+        cuts = periodic_cuts(store, cfg.data.window_days, subjects=opened.train_ids.to_numpy())
         rows = window_pairs(store, cuts)
         what = f"window pairs ({cfg.data.window_days:g}-day windows) of training subjects"
-    require_rows(cfg, method, rows.height, what, f"from {train_ids.len()} training subjects")
-    return builder, TrainData(store, rows, monitor_rows(ds, store, cfg.log.monitor_size))
+    where = f"from {opened.train_ids.len()} training subjects"
+    require_rows(cfg, method, rows.height, what, where)
+    monitor = monitor_rows(opened.dataset, store, cfg.log.monitor_size)
+    return opened.builder, TrainData(store, rows, monitor)
 
 
 def _inputs(method: Method, data: TrainData, rows: np.ndarray, device: torch.device) -> dict:

@@ -48,7 +48,7 @@ import torch
 from ...data.ehr.builder import HistoryBuilder
 from ...data.ehr.store import EventStore
 from ...data.ehr.windows import periodic_cuts, window_pairs
-from ...data.meds import MedsDataset, read_labels, read_meds_dataset
+from ...data.meds import MedsDataset
 from ...data.multimodal import align_notes
 from ...data.text.meds_notes import notes_from_meds
 from ...methods import get_method
@@ -58,7 +58,14 @@ from ...models.text import build_text_encoder
 from ..checkpoint import backbone_fingerprint, check_fingerprint, read_run_config
 from ..config import TrainConfig
 from .base import Embeddings, Modality, Network, Run, Session, read_history
-from .ehr import ehr_encoder_config, monitor_rows, require_rows
+from .ehr import (
+    ehr_encoder_config,
+    monitor_rows,
+    open_training,
+    require_rows,
+    row_times,
+    training_labels,
+)
 from .text import text_encoder_config
 
 __all__ = [
@@ -124,12 +131,8 @@ def prepare_multimodal_data(
             subjects, or fewer training rows than ``batch_size`` (named).
     """
     method = get_method(cfg.method)
-    if method.needs_labels and labels is None:
-        raise ValueError(f"method {cfg.method!r} needs --labels (a MEDS label file)")
-    ds = read_meds_dataset(data_dir)
-    train_ids = ds.split_ids("train")
-    if train_ids.len() == 0:
-        raise ValueError(f"{data_dir}: the dataset has no 'train' split subjects")
+    opened = open_training(cfg, data_dir, labels, builder)
+    ds, train_ids, builder, store = opened.dataset, opened.train_ids, opened.builder, opened.store
     all_notes = notes_from_meds(ds, code_prefixes=_prefixes(cfg))
     if all_notes.height == 0:
         raise ValueError(
@@ -137,19 +140,9 @@ def prepare_multimodal_data(
             f"{cfg.notes.codes!r}); a multimodal run needs notes (--set notes.codes=PREFIX, "
             "empty for any text_value) or use --modality ehr"
         )
-    if builder is None:
-        builder = HistoryBuilder.fit(
-            ds, split="train", max_len=cfg.data.max_len, min_subjects=cfg.data.min_code_subjects
-        )
-    store = builder.encode(ds)
     pairs = cfg.multimodal.pairs
     if method.inputs == "labels":
-        table = read_labels(labels, dataset=ds)  # type: ignore[arg-type]
-        if "boolean_value" not in table.columns:
-            raise ValueError(f"{labels}: supervised training needs boolean_value labels")
-        rows = table.filter(pl.col("subject_id").is_in(train_ids.implode())).select(
-            "subject_id", "prediction_time", "boolean_value"
-        )
+        rows = training_labels(labels, opened)  # type: ignore[arg-type]
         rows = pl.concat(
             [rows, _notes_at(ds, cfg, rows["subject_id"], rows["prediction_time"])],
             how="horizontal",
@@ -199,17 +192,13 @@ def _records(store: EventStore, sid: np.ndarray, times: np.ndarray, notes: pl.Da
     return align_notes(events, pl.concat([keys, notes.select(_NOTE_COLS)], how="horizontal"))
 
 
-def _times(frame: pl.DataFrame, name: str) -> np.ndarray:
-    return frame[name].cast(pl.Datetime("us")).cast(pl.Int64).to_numpy()
-
-
 def multimodal_inputs(
     cfg: TrainConfig, data: MultimodalData, rows: np.ndarray, device: torch.device
 ) -> dict[str, Any]:
     """Inputs of the method's forward for the training rows ``rows``."""
     table = data.rows[rows]
     sid = table["subject_id"].to_numpy()
-    t1 = _times(table, "prediction_time")
+    t1 = row_times(table, "prediction_time")[1]
     method = get_method(cfg.method)
     if cfg.method == "masked":
         return {"batch": data.store.gather(sid, t1).to(device)}
@@ -218,7 +207,7 @@ def multimodal_inputs(
         y = torch.from_numpy(table["boolean_value"].to_numpy().astype(np.float32))
         return {"mm": mm.to(device), "labels": y.to(device)}
     if data.pairs == "windows":
-        t = _times(table, "time_t")
+        t = row_times(table, "time_t")[1]
         earlier = table.select(pl.col(c + "_t").alias(c) for c in _NOTE_COLS)
         notes = pl.concat([earlier, table.select(_NOTE_COLS)])
         mm = _records(data.store, np.concatenate([sid, sid]), np.concatenate([t, t1]), notes)
@@ -278,7 +267,7 @@ def embed_multimodal(
     was_training = encoder.training
     encoder.eval()
     sid = rows["subject_id"].cast(pl.Int64).to_numpy()
-    pt = _times(rows, "prediction_time")
+    pt = row_times(rows, "prediction_time")[1]
     notes = _notes_at(dataset, cfg, rows["subject_id"], rows["prediction_time"])
     parts: dict[str, list[np.ndarray]] = {}
     for lo in range(0, len(sid), batch_size):
