@@ -7,8 +7,9 @@ Runs, each in its own child process (peak RSS = that child's ``ru_maxrss`` from 
 * ``densefeat batches``: on a synthetic MEDS dataset (default 10M events, 50k subjects, 3,000
   codes, 30% of events numeric, written with ``write_meds_dataset`` in 10 shards):
   ``HistoryBuilder.fit`` on the training split, ``encode`` of every subject, then every batch of
-  ``HistoryBatches`` (batch 256, L 256, shuffled) over one label row per subject at a random
-  time inside its record. events/s = events of the dataset / (encode + batches) seconds; the fit
+  the training loop's seeded batches (batch 256, L 256, shuffled; the last partial batch
+  dropped) over one label row per subject at a random time inside its record. events/s = events of
+  the dataset / (encode + batches) seconds; the fit
   (once per training run, on the training split) is timed separately and also shown included.
 * ``polars reference``: a plain vectorised polars pipeline doing the same work: scan, join the
   label rows, keep ``time <= prediction_time``, take the last L events of each row, map codes
@@ -120,8 +121,9 @@ def stage_densefeat(root: Path) -> None:
     """Fit on train, encode everything, build every batch; print phase timings as JSON."""
     import polars as pl
 
-    from densefeat.data.history import HistoryBatches, HistoryBuilder
+    from densefeat.data.ehr import HistoryBuilder
     from densefeat.data.meds import read_meds_dataset
+    from densefeat.train.loop import batch_slices
 
     t0 = time.perf_counter()
     ds = read_meds_dataset(root / "meds", validate=False)
@@ -131,10 +133,11 @@ def stage_densefeat(root: Path) -> None:
     t2 = time.perf_counter()
     store = builder.encode(ds)
     t3 = time.perf_counter()
-    batches = HistoryBatches(store, labels, batch_size=BATCH, max_len=MAX_LEN, seed=0)
+    sid = labels["subject_id"].to_numpy()
+    pt = labels["prediction_time"].cast(pl.Int64).to_numpy()
     in_batches = 0
-    for batch in batches:
-        in_batches += int(batch.mask.sum())
+    for rows in batch_slices(labels.height, BATCH, seed=0, epoch=0):
+        in_batches += int(store.gather(sid[rows], pt[rows]).mask.sum())
     t4 = time.perf_counter()
     print(
         json.dumps(
@@ -157,7 +160,7 @@ def stage_reference(root: Path) -> None:
     import numpy as np
     import polars as pl
 
-    from densefeat.data.history import HistoryBuilder
+    from densefeat.data.ehr import HistoryBuilder
     from densefeat.data.meds import read_meds_dataset
 
     ds = read_meds_dataset(root / "meds", validate=False)

@@ -44,7 +44,7 @@ DEFAULT_SRC = _SHARED / "physionet2019" / "training_setA.tar.xz"
 
 def stage_convert(src: Path, out: Path) -> None:
     """Convert (timed inside the child too) and print the counts as JSON."""
-    from densefeat.data.physionet2019 import convert_physionet2019
+    from densefeat.data.convert.physionet2019 import convert_physionet2019
 
     report = convert_physionet2019(src, out, overwrite=True)
     print(
@@ -66,10 +66,10 @@ def stage_batches(root: Path, n_batches: int, seed: int) -> None:
     import numpy as np
     import polars as pl
 
-    from densefeat.data.history import HistoryBuilder
+    from densefeat.data.convert.physionet2019 import stay_window_cuts
+    from densefeat.data.ehr import HistoryBuilder
+    from densefeat.data.ehr.windows import pair_batches, window_pairs
     from densefeat.data.meds import read_labels, read_meds_dataset
-    from densefeat.data.physionet2019 import stay_window_cuts
-    from densefeat.data.windows import pair_batches, window_pairs
 
     t0 = time.perf_counter()
     ds = read_meds_dataset(root, validate=False)

@@ -35,7 +35,8 @@ import torch
 
 from densefeat.methods import METHODS, get_method
 from densefeat.train.config import TrainConfig, parse_overrides
-from densefeat.train.loop import _inputs, _session, _step_rows, build_network, prepare_data
+from densefeat.train.loop import step_rows
+from densefeat.train.modalities import get_modality
 
 
 def _sync(device: torch.device) -> None:
@@ -51,7 +52,7 @@ class _Bench:
         self.net = net
         self.net.to(device).train()
         params = [p for p in self.net.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(params, lr=cfg.lr)
+        self.opt = torch.optim.AdamW(params, lr=cfg.optim.lr)
         self.loss_fn = get_method(cfg.method).build_loss(cfg)
         self.batches = batches
         self.amp = cfg.amp and device.type == "cuda"
@@ -89,38 +90,15 @@ class _Bench:
         return out
 
 
-def _ehr_benches(args, base, device) -> dict[str, _Bench]:
-    data_dir = args.data
-    if data_dir is None:
-        from densefeat.data.eunomia import eunomia_meds
-
-        data_dir = eunomia_meds()
-    builder, pairs = prepare_data(base, data_dir, None)
-    benches = {}
-    n = args.steps + args.warmup
-    for name in args.methods.split(","):
-        cfg = base.replace(method=name)
-        method = get_method(name)
-        if method.needs_labels:
-            if args.labels is None:
-                print(f"{name:>10}: skipped (needs --labels)")
-                continue
-            builder, data = prepare_data(cfg, data_dir, args.labels, builder)
-        else:
-            data = pairs
-        net, _ = build_network(cfg, builder)
-        batches = [
-            _inputs(cfg, method, data, _step_rows(cfg, data.rows.height, s), device)
-            for s in range(n)
-        ]
-        benches[name] = _Bench(cfg, net, batches, device)
-    return benches
-
-
 def _session_benches(args, base, device) -> dict[str, _Bench]:
-    """Text or multimodal: one training session per method (its data, network, inputs)."""
-    if args.data is None:
-        raise SystemExit(f"--modality {base.modality} needs --data")
+    """One training session per method (its data, network, inputs), any modality."""
+    data = args.data
+    if data is None:
+        if base.modality != "ehr":
+            raise SystemExit(f"--modality {base.modality} needs --data")
+        from densefeat.data.convert.eunomia import eunomia_meds
+
+        data = eunomia_meds()
     benches = {}
     for name in args.methods.split(","):
         cfg = base.replace(method=name)
@@ -130,12 +108,12 @@ def _session_benches(args, base, device) -> dict[str, _Bench]:
             print(f"{name:>10}: skipped (needs --labels)")
             continue
         try:
-            session = _session(cfg, args.data, labels, None)
+            session = get_modality(cfg.modality).session(cfg, data, labels, None)
         except ValueError as exc:
             print(f"{name:>10}: skipped ({exc})")
             continue
         batches = [
-            session.inputs(_step_rows(cfg, session.n_rows, s), s, device)
+            session.inputs(step_rows(cfg, session.n_rows, s), s, device)
             for s in range(args.steps + args.warmup)
         ]
         benches[name] = _Bench(cfg, session.net, batches, device)
@@ -158,17 +136,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
-    base = TrainConfig(
-        modality=args.modality,
-        batch_size=args.batch_size,
-        max_len=args.max_len,
-        device=args.device,
-        text_encoder=args.text_encoder,
-    ).replace(**parse_overrides(args.overrides))
-    if args.modality == "ehr":
-        benches = _ehr_benches(args, base, device)
-    else:
-        benches = _session_benches(args, base, device)
+    base = TrainConfig.from_dict(
+        {
+            "modality": args.modality,
+            "batch_size": args.batch_size,
+            "data.max_len": args.max_len,
+            "device": args.device,
+            "text.encoder": args.text_encoder,
+            **parse_overrides(args.overrides),
+        }
+    )
+    benches = _session_benches(args, base, device)
     # The encoder trims each batch to its longest history, so batches differ in length, and
     # cuDNN attention builds (and caches, process-wide) an execution plan per new shape, which
     # costs milliseconds of CPU time. One untimed pass over every batch fills those caches, so

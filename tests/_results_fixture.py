@@ -1,8 +1,10 @@
 """A small, deterministic, schema-valid ``results.json`` object for the report tests.
 
 It follows docs/results-schema.md (kind ``densefeat.benchmark``, version 1): five methods
-(``random`` and ``supervised`` have no projector), two ablations, two seeds, two tasks, full and
-k-shot probes (raw and whitened), robustness, temporal and alignment records, and one null
+(``random`` and ``supervised`` have no projector), two ablations, two seeds, two tasks (a third
+skipped with its reason), full and k-shot probes (raw and whitened; k up to 128, one k skipped
+with its reason) with AUPRC and the held-out positives, robustness, temporal records over
+windows 1-14 with windows 9-10 left out (too few subjects), alignment records, and one null
 condition number with its reason (``random`` ends in an exact null direction). The geometry
 numbers are computed from the spectra they ship with, so the file is self-consistent; the table
 and the comparison are aggregated from the records the way the schema describes.
@@ -22,7 +24,18 @@ TASKS = ["gi_bleed", "peptic_ulcer"]
 METHODS = ["dense", "simclr", "vicreg", "supervised", "random"]
 ABLATIONS = ["dense-no_spec", "dense-no_sub"]
 NO_PROJECTOR = {"random", "supervised"}
-KSHOT = [1, 2, 4, 8]
+KSHOT = [1, 2, 4, 8, 16, 32, 64, 128]
+#: Held-out evaluation rows and positives per task (every positive, a sample of the negatives).
+POSITIVES = {"gi_bleed": 9, "peptic_ulcer": 7}
+PREVALENCE = {"gi_bleed": 0.0152, "peptic_ulcer": 0.0071}
+#: Temporal windows measured (9 and 10 had too few subjects) and the skipped k-shot probe.
+WINDOWS = [w for w in range(1, 15) if w not in (9, 10)]
+KSHOT_SKIPPED = (
+    "random",
+    128,
+    "k = 128 is more than the 120 training subjects of the smaller class",
+)
+SKIPPED_TASK = {"task": "ulcerative_colitis", "reason": "no positive label in the tuning split"}
 
 #: Spectral decay (eigenvalue ~ rank^-alpha) and probe AUROC level of each method.
 ALPHA = {
@@ -158,11 +171,36 @@ def make_results(*, dense_wins: bool = False) -> dict[str, Any]:
                             "auprc": a / 3,
                             "auprc_ci": [a / 3 - 0.05, a / 3 + 0.05],
                             "C": 1.0,
+                            "n_test": N,
+                            "n_pos_test": POSITIVES[task],
+                            "prevalence_test": POSITIVES[task] / N,
+                            "weighted": True,
                         }
                     )
                 if method in METHODS and method != "supervised":
                     for k in KSHOT:
                         a = 0.5 + (auroc[method] - 0.5) * (1 - 0.5 ** (k / 2))
+                        if (method, k) == KSHOT_SKIPPED[:2]:
+                            probes.append(
+                                {
+                                    "method": method,
+                                    "seed": seed,
+                                    "task": task,
+                                    "embedding": "raw",
+                                    "k": k,
+                                    "n_draws": 0,
+                                    "auroc": None,
+                                    "auroc_ci": None,
+                                    "auroc_sd": None,
+                                    "auprc": None,
+                                    "auprc_ci": None,
+                                    "auprc_sd": None,
+                                    "C": None,
+                                    "skipped": True,
+                                    "reason": KSHOT_SKIPPED[2],
+                                }
+                            )
+                            continue
                         probes.append(
                             {
                                 "method": method,
@@ -176,7 +214,10 @@ def make_results(*, dense_wins: bool = False) -> dict[str, Any]:
                                 "auroc_sd": 0.06 / math.sqrt(k),
                                 "auprc": a / 3,
                                 "auprc_ci": None,
+                                "auprc_sd": 0.02 / math.sqrt(k),
                                 "C": None,
+                                "skipped": False,
+                                "reason": None,
                             }
                         )
                 if method in METHODS:
@@ -200,15 +241,19 @@ def make_results(*, dense_wins: bool = False) -> dict[str, Any]:
                                     ),
                                 }
                             )
-            for window, label in enumerate(["2016→2017", "2017→2018", "2018→2019"]):
+            for window in WINDOWS:
                 temporal.append(
                     {
                         "method": method,
                         "seed": seed,
                         "window": window,
-                        "label": label,
+                        "label": f"w{window} -> w{window + 1}",
                         "n": N,
-                        "subspace_distance": 0.12 + 0.15 * ALPHA[method] + 0.01 * window,
+                        "k": K,
+                        "subspace_distance": 0.12
+                        + 0.15 * ALPHA[method]
+                        + 0.01 * window
+                        + 0.03 * math.sin(window * (1 + ALPHA[method])),
                         "floor": 0.06 + 0.02 * ALPHA[method],
                         "chance": math.sqrt(1 - K / N),
                     }
@@ -331,9 +376,17 @@ def make_results(*, dense_wins: bool = False) -> dict[str, Any]:
         "machine": {"platform": "Linux-x86_64", "cpus": 2, "device": "cpu", "torch_threads": 2},
         "seconds": 94.2,
         "tasks": [
-            {"name": t, "n_train": 400, "n_tuning": 50, "n_test": N, "prevalence_test": 0.15}
+            {
+                "name": t,
+                "n_train": 400,
+                "n_tuning": 50,
+                "n_test": N,
+                "positives_test": POSITIVES[t],
+                "prevalence_test": PREVALENCE[t],
+            }
             for t in TASKS
         ],
+        "tasks_skipped": [dict(SKIPPED_TASK)],
         "geometry": geometry,
         "reference": [_reference(N, D), _reference(N, D_PROJ)],
         "training_curves": curves,

@@ -26,8 +26,8 @@ from safetensors.numpy import save_file as save_safetensors
 from safetensors.torch import save_file as save_safetensors_torch
 
 import densefeat.functional as F
-from densefeat.analyze import analyze_files, to_json_safe
 from densefeat.cli import main
+from densefeat.eval.analyze import analyze_files
 from densefeat.io import (
     EmbeddingFileError,
     embedding_shape,
@@ -35,6 +35,7 @@ from densefeat.io import (
     iter_paired_chunks,
     open_embeddings,
 )
+from densefeat.io.atomic import to_json_safe
 
 RTOL = 1e-8
 N = 403  # prime: no chunk size below divides it

@@ -27,7 +27,7 @@ from densefeat.benchmark.config import BenchmarkConfig
 from densefeat.benchmark.rows import select_eval_rows
 from densefeat.benchmark.run import run_benchmark
 from densefeat.cli import main
-from densefeat.data.eunomia import eunomia_meds
+from densefeat.data.convert.eunomia import eunomia_meds
 
 TASK = "peptic_ulcer"
 
@@ -265,17 +265,16 @@ def test_a_run_is_reused_only_under_the_same_identity(bench: dict[str, Any]) -> 
 
 
 def test_dataset_fingerprint_sees_a_reconversion(data: Path, tmp_path: Path) -> None:
-    from densefeat.benchmark.run import _dataset_fingerprint
-    from densefeat.data.meds import read_meds_dataset
+    from densefeat.benchmark.cache import files_fingerprint
 
     copy = tmp_path / "meds"
     shutil.copytree(data, copy)
-    before = _dataset_fingerprint(read_meds_dataset(copy), copy)
-    assert before == _dataset_fingerprint(read_meds_dataset(copy), copy)
+    before = files_fingerprint(copy)
+    assert before == files_fingerprint(copy)
     first = sorted((copy / "data").rglob("*.parquet"))[0]
     frame = pl.read_parquet(first)
     frame.head(frame.height - 1).write_parquet(first)  # one event fewer, same path
-    assert _dataset_fingerprint(read_meds_dataset(copy), copy) != before
+    assert files_fingerprint(copy) != before
 
 
 @pytest.mark.parametrize("key", ["epochs", "max_steps", "seed", "method", "modality"])

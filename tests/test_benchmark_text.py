@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 if not os.environ.get("CI"):
     pytest.importorskip("sklearn", reason="the benchmark needs the eval extra (scikit-learn)")
@@ -29,18 +28,18 @@ if not os.environ.get("CI"):
 
 from _paths import SHARED_DATA
 from densefeat.benchmark.config import BenchmarkConfig
-from densefeat.benchmark.text import (
-    TEXT_GRID,
-    NoteRows,
-    run_text_benchmark,
-    tfidf_features,
-)
+from densefeat.benchmark.run import run_benchmark
+from densefeat.benchmark.sources.notes import NoteRows
+from densefeat.benchmark.sources.text import TEXT_GRID, tfidf_features
 from densefeat.cli import main
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:.*representation collapse:RuntimeWarning",
-    "ignore:.*covariance objectives want:RuntimeWarning",
-)
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.filterwarnings(
+        "ignore:.*representation collapse:RuntimeWarning",
+        "ignore:.*covariance objectives want:RuntimeWarning",
+    ),
+]
 
 MTSAMPLES = SHARED_DATA / "mtsamples" / "mtsamples.csv.xz"
 HAVE_MINILM = all(
@@ -61,15 +60,6 @@ TRAIN = {
     "text_max_tokens": 64,
     "text_max_chunks": 1,
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from two intra-op threads on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +103,7 @@ def _config(**changes: Any) -> BenchmarkConfig:
         bootstrap=60,
         perturbations=TEXT_GRID,
         scale="smoke",
+        modality="text",
     )
     base.update(changes)
     return BenchmarkConfig(**base)
@@ -122,11 +113,9 @@ def _config(**changes: Any) -> BenchmarkConfig:
 def bench(notes: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("bench-text")
     first: list[str] = []
-    res = run_text_benchmark(notes, out, _config(), min_positives=5, max_tasks=2, say=first.append)
+    res = run_benchmark(notes, out, _config(), min_positives=5, max_tasks=2, say=first.append)
     second: list[str] = []
-    again = run_text_benchmark(
-        notes, out, _config(), min_positives=5, max_tasks=2, say=second.append
-    )
+    again = run_benchmark(notes, out, _config(), min_positives=5, max_tasks=2, say=second.append)
     return {"out": out, "res": res, "again": again, "first": first, "second": second}
 
 
@@ -207,8 +196,8 @@ def test_every_file_and_table_entry_exists_and_is_finite(bench: dict[str, Any]) 
     assert cmp["robustness"]["best_baseline"] in ("masked", "supervised")
     assert res["config"]["supervised_labels"] == TASKS
     sup = json.loads((out / "runs" / "supervised" / "seed0" / "config.json").read_text())
-    assert sup["train"]["text_labels"] == ",".join(TASKS)
-    assert sup["train"]["modality"] == "text" and sup["train"]["text_encoder"] == "small"
+    assert sup["train"]["text"]["labels"] == ",".join(TASKS)
+    assert sup["train"]["modality"] == "text" and sup["train"]["text"]["encoder"] == "small"
     md = (out / "results.md").read_text()
     assert "Smoke scale" in md and "| tfidf |" in md and "nan" not in md.lower().split()
 
@@ -258,7 +247,7 @@ def test_changed_settings_are_reevaluated_not_mixed(bench: dict[str, Any], notes
     shutil.copytree(bench["out"], copy)
     messages: list[str] = []
     cfg = _config(methods=("dense",), seeds=1, draws=3)
-    res = run_text_benchmark(
+    res = run_benchmark(
         notes, copy, cfg, min_positives=5, max_tasks=2, baselines=("tfidf",), say=messages.append
     )
     text = "\n".join(messages)
@@ -346,11 +335,15 @@ def test_demo_notes_runs_the_text_benchmark_after_the_ehr_one(
     """The demo's wiring: the EHR part (stubbed here; tests/test_demo.py runs it for real) runs
     first, then the text benchmark at smoke scale into OUT/text, and the output says so."""
     import densefeat.benchmark.run as run_module
-    import densefeat.data.eunomia as eunomia
+    import densefeat.data.convert.eunomia as eunomia
 
     calls: list[str] = []
+    real = run_module.run_benchmark
 
     def fake_ehr(data, out_dir, bench, **kwargs):
+        if bench.modality == "text":
+            calls.append("text")
+            return real(data, out_dir, bench, **kwargs)
         calls.append("ehr")
         assert not (Path(out_dir) / "text").exists()
         Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -361,15 +354,15 @@ def test_demo_notes_runs_the_text_benchmark_after_the_ehr_one(
     monkeypatch.setattr(eunomia, "eunomia_meds", lambda: tmp_path / "eunomia-not-converted")
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--notes", str(notes), *TINY]) == 0
-    assert calls == ["ehr"]
+    assert calls == ["ehr", "text"]
     res = json.loads((out / "text" / "results.json").read_text())
     assert res["scale"] == "smoke" and res["config"]["modality"] == "text"
     # The 5 largest specialties with >= 10 positives and negatives per split: 1 in this subset
     # (Surgery has 9 held-out negatives).
     assert [t["name"] for t in res["tasks"]] == ["Orthopedic"]
     assert "fewer than 10" in {s["task"]: s["reason"] for s in res["tasks_skipped"]}["Surgery"]
-    assert res["config"]["train"]["text_max_chunks"] == 1  # a smoke setting
-    assert res["config"]["train"]["text_max_tokens"] == 32  # the user's --set wins
+    assert res["config"]["train"]["text"]["max_chunks"] == 1  # a smoke setting
+    assert res["config"]["train"]["text"]["max_tokens"] == 32  # the user's --set wins
     assert res["config"]["budget_steps"] == 2
     methods = [r["method"] for r in res["table"]]
     assert methods[:3] == ["dense", "random", "tfidf"]

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from densefeat.cli import main
-from densefeat.demo import SMOKE_TASKS
+from densefeat.cli.demo import SMOKE_TASKS
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def test_demo_runs_the_smoke_benchmark_and_says_so(cache, capsys):
     assert res["scale"] == "smoke"
     assert [t["name"] for t in res["tasks"]] == sorted(SMOKE_TASKS)
     assert [r["method"] for r in res["table"]] == ["dense", "random", "count_features"]
-    assert res["config"]["train"]["max_len"] == 32  # the smoke setting, kept under --set
+    assert res["config"]["train"]["data"]["max_len"] == 32  # the smoke setting, kept under --set
     assert "Smoke scale" in (out / "results.md").read_text()
     err = capsys.readouterr().err
     assert "report:" in err and str((out / "report.html").resolve()) in err.replace("\n", "")

@@ -12,8 +12,8 @@ import pytest
 import scipy.linalg
 import torch
 
-from densefeat.data.history import EventBatch, HistoryBuilder
-from densefeat.data.windows import window_pairs
+from densefeat.data.ehr import EventBatch, HistoryBuilder
+from densefeat.data.ehr.windows import window_pairs
 from densefeat.eval.temporal import (
     half_window_views,
     seed_alignment,
@@ -63,7 +63,7 @@ def test_half_window_views_split_the_window_alternately():
     store = builder.encode(events)
     vocab = dict(zip(builder.vocabulary.codes_, range(2, 100), strict=False))
     t, t1 = _us(D(2010, 2, 1)), _us(D(2010, 6, 1))
-    a, b = half_window_views(store, np.array([1, 2]), np.array([t, t]), np.array([t1, t1]), 16)
+    a, b = half_window_views(store, np.array([1, 2]), np.array([t, t]), np.array([t1, t1]))
     inv = {v: k for k, v in vocab.items()}
 
     def codes(batch: EventBatch, i: int) -> list[str]:
@@ -88,7 +88,7 @@ def test_half_window_views_equal_a_gather_from_the_reduced_record():
     builder = HistoryBuilder.fit(events, split=None, min_subjects=1, max_len=4)
     store = builder.encode(events)
     t, t1 = _us(D(2010, 2, 1)), _us(D(2010, 6, 1))
-    a, b = half_window_views(store, np.array([1]), np.array([t]), np.array([t1]), 4)
+    a, b = half_window_views(store, np.array([1]), np.array([t]), np.array([t1]))
     for view, dropped in ((a, ["NEW1", "NEW3"]), (b, ["NEW0", "NEW2", "NEW4"])):
         reduced = builder.encode(events.filter(~pl.col("code").is_in(dropped)))
         want = reduced.gather(np.array([1]), np.array([t1]), 4)
@@ -128,7 +128,7 @@ def _world_events(drift: bool, seed: int) -> pl.DataFrame:
 
 def _world(drift: bool, seed: int = 0):
     events = _world_events(drift, seed)
-    builder = HistoryBuilder.fit(events, split=None, min_subjects=1, max_len=32)
+    builder = HistoryBuilder.fit(events, split=None, min_subjects=1)
     store = builder.encode(events)
     torch.manual_seed(seed)
     cfg = EHREncoderConfig.from_builder(builder, d_model=32, n_heads=4, n_layers=2)
@@ -161,7 +161,7 @@ def drifting():
 
 def test_floor_is_below_the_distance_when_patients_drift(drifting):
     store, encoder, pairs = drifting
-    out = temporal_stability(encoder, store, pairs, k=K, max_len=32)
+    out = temporal_stability(encoder, store, pairs, k=K)
     (rec,) = out["windows"]
     assert rec["n"] == N_SUBJECTS and rec["window"] == 1
     # New groups in year 2: the subspace at t1 has little to do with that at t (about chance),
@@ -172,7 +172,7 @@ def test_floor_is_below_the_distance_when_patients_drift(drifting):
 
 def test_floor_matches_the_distance_when_windows_are_alike(stationary):
     store, encoder, pairs = stationary
-    out = temporal_stability(encoder, store, pairs, k=K, max_len=32)
+    out = temporal_stability(encoder, store, pairs, k=K)
     (rec,) = out["windows"]
     assert rec["subspace_distance"] < 0.6 * rec["chance"]  # a stable encoder, well below chance
     assert rec["subspace_distance"] == pytest.approx(rec["floor"], abs=0.05)
@@ -182,7 +182,7 @@ def test_floor_matches_the_distance_when_windows_are_alike(stationary):
 
 def test_records_chance_label_and_skipped_windows(stationary):
     store, encoder, pairs = stationary
-    emb = window_embeddings(encoder, store, pairs, max_len=32, batch_size=50)
+    emb = window_embeddings(encoder, store, pairs, batch_size=50)
     assert set(emb) == {"z_t", "z_t1", "z_a", "z_b"}
     assert all(z.shape == (N_SUBJECTS, 32) for z in emb.values())
     # The two passes agree with plain subspace_distance on their embeddings.
@@ -204,9 +204,9 @@ def test_records_chance_label_and_skipped_windows(stationary):
 def test_pairs_from_periodic_cuts_and_no_window(stationary):
     store, encoder, _ = stationary
     # Built from yearly cuts anchored at each record's first event (2010-01-01): the same pairs.
-    out = temporal_stability(encoder, store, k=K, max_len=32, every=365.0)
+    out = temporal_stability(encoder, store, k=K, every=365.0)
     assert out["n_windows"] == 1 and out["windows"][0]["n"] == N_SUBJECTS
-    none = temporal_stability(encoder, store, k=K, max_len=32, subjects=[0, 1, 2])
+    none = temporal_stability(encoder, store, k=K, subjects=[0, 1, 2])
     assert none["n_windows"] == 0 and none["temporal_stability"] is None
     assert none["skipped"] == [{"window": 1, "n": 3}]
 

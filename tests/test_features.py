@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 
-from densefeat.data.features import code_count_features
+from densefeat.data.ehr.count_features import code_count_features
 
 
 def _events():

@@ -20,8 +20,8 @@ import polars as pl
 import pytest
 
 from _paths import SHARED_DATA
-from densefeat.data import fhir
-from densefeat.data.fhir import fhir_subject_id, read_fhir_bulk, subject_id_map
+from densefeat.data.convert import fhir
+from densefeat.data.convert.fhir import fhir_subject_id, read_fhir_bulk, subject_id_map
 
 SAMPLE = SHARED_DATA / "synthea_fhir_10"
 needs_sample = pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"{SAMPLE} not present")

@@ -11,16 +11,15 @@ import polars as pl
 import pytest
 import torch
 
-from densefeat.data.history import (
+from _helpers import events_frame
+from densefeat.data.ehr import (
     PAD_ID,
     UNK_ID,
     US_PER_DAY,
     EventBatch,
-    HistoryBatches,
     HistoryBuilder,
     NumericNormalizer,
     Vocabulary,
-    build_batch,
     end_of_record,
 )
 from densefeat.data.meds import read_meds_dataset, write_meds_dataset
@@ -53,16 +52,7 @@ def _events() -> pl.DataFrame:
         (4, D(2022, 1, 2), "LAB", 1000.0),
         (4, D(2022, 1, 3), "A0", None),
     ]
-    return pl.DataFrame(
-        rows,
-        schema={
-            "subject_id": pl.Int64,
-            "time": pl.Datetime("us"),
-            "code": pl.Utf8,
-            "numeric_value": pl.Float32,
-        },
-        orient="row",
-    )
+    return events_frame(rows)
 
 
 SPLITS = pl.DataFrame(
@@ -282,34 +272,13 @@ def test_rows_errors(dataset, builder):
     assert not empty.mask.any() and empty.static[0, 0] == 1.0  # statics always enter
 
 
-def test_history_batches_seeded_shuffle(dataset, builder):
-    store = builder.encode(dataset)
-    rows = end_of_record(dataset.events()).with_columns(boolean_value=pl.col("subject_id") > 2)
-    ds = HistoryBatches(store, rows, batch_size=3, max_len=8, seed=7, label_column="boolean_value")
-    first = [b.subject_id.tolist() for b, _ in ds]
-    assert first == [b.subject_id.tolist() for b, _ in ds]  # same epoch, same order
-    assert sorted(s for b in first for s in b) == [1, 2, 3, 4] and len(first) == len(ds) == 2
-    for batch, labels in ds:
-        assert torch.equal(labels, (batch.subject_id > 2).float())
-    loader = torch.utils.data.DataLoader(ds, batch_size=None)
-    assert [b.subject_id.tolist() for b, _ in loader] == first
-    orders = set()
-    for epoch in range(6):
-        ds.set_epoch(epoch)
-        orders.add(tuple(s for b, _ in ds for s in b.subject_id.tolist()))
-    assert len(orders) > 1
-    ranks = [HistoryBatches(store, rows, batch_size=1, rank=r, world_size=2) for r in (0, 1)]
-    seen = [s for r in ranks for b in r for s in b.subject_id.tolist()]
-    assert sorted(seen) == [1, 2, 3, 4]
-
-
 def test_build_batch_from_plain_events(builder):
-    batch = build_batch(_events(), _rows([(2, D(2021, 3, 2))]), builder).validate()
+    batch = builder.build_batch(_events(), _rows([(2, D(2021, 3, 2))])).validate()
     assert _decode(builder, batch.codes[0][batch.mask[0]]) == ["MEDS_BIRTH", "LAB", "LAB"]
 
 
 def test_default_dataset(monkeypatch, tmp_path):
-    from densefeat.data.eunomia import eunomia_meds
+    from densefeat.data.convert.eunomia import eunomia_meds
 
     monkeypatch.setenv("DENSEFEAT_CACHE", str(tmp_path))
     ds = read_meds_dataset(eunomia_meds())
@@ -338,7 +307,7 @@ def test_default_dataset(monkeypatch, tmp_path):
 def test_coverage_markers_never_enter_histories():
     from datetime import datetime
 
-    from densefeat.data.history import COVERAGE_MARKER_CODES, HistoryBuilder, end_of_record
+    from densefeat.data.ehr import COVERAGE_MARKER_CODES, HistoryBuilder, end_of_record
 
     rows = []
     for sid in range(1, 8):

@@ -16,15 +16,15 @@ import pyarrow.parquet as pq
 import pytest
 
 import densefeat.data.meds as meds_io
+import densefeat.data.meds.write as meds_write
 from densefeat.data.meds import (
     EVENT_SCHEMA,
     MedsFormatError,
-    make_subject_splits,
     read_labels,
     read_meds_dataset,
     write_meds_dataset,
 )
-from densefeat.data.splits import SPLIT_NAMES
+from densefeat.data.splits import SPLIT_NAMES, make_subject_splits
 
 T0 = dt.datetime(2020, 1, 1, 8, 30)
 
@@ -215,7 +215,7 @@ def test_write_failure_midway_leaves_nothing(tmp_path: Path, monkeypatch) -> Non
             raise OSError("disk full")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(meds_io.pq, "write_table", flaky)
+    monkeypatch.setattr(meds_write.pq, "write_table", flaky)
     out = tmp_path / "ds"
     with pytest.raises(OSError, match="disk full"):
         write_meds_dataset(out, make_events(), dataset_name="toy")
@@ -228,7 +228,7 @@ def test_failed_overwrite_keeps_the_old_dataset(dataset: Path, monkeypatch) -> N
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(meds_io.pq, "write_table", broken)
+    monkeypatch.setattr(meds_write.pq, "write_table", broken)
     with pytest.raises(OSError):
         write_meds_dataset(dataset, make_events().head(2), dataset_name="x", overwrite=True)
     monkeypatch.undo()

@@ -13,7 +13,8 @@ import polars as pl
 import pytest
 import torch
 
-from densefeat.data.history import US_PER_DAY, EventBatch, HistoryBuilder
+from _helpers import events_frame
+from densefeat.data.ehr import US_PER_DAY, EventBatch, HistoryBuilder
 from densefeat.models import (
     EHREncoder,
     EHREncoderConfig,
@@ -108,16 +109,7 @@ def _events() -> pl.DataFrame:
         (3, D(2018, 9, 9), "B", None),
     ]
     rows += [(1, D(2002, 1, 1 + i), "LAB", float(i)) for i in range(10)]  # values to normalise
-    return pl.DataFrame(
-        rows,
-        schema={
-            "subject_id": pl.Int64,
-            "time": pl.Datetime("us"),
-            "code": pl.Utf8,
-            "numeric_value": pl.Float32,
-        },
-        orient="row",
-    ).sort("subject_id", "time", nulls_last=False, maintain_order=True)
+    return events_frame(rows).sort("subject_id", "time", nulls_last=False, maintain_order=True)
 
 
 @pytest.fixture(scope="module")
@@ -446,9 +438,9 @@ def test_head_errors_and_classifier():
 
 
 def test_default_dataset_embeddings(monkeypatch, tmp_path):
-    from densefeat.data.eunomia import eunomia_meds
+    from densefeat.data.convert.eunomia import eunomia_meds
+    from densefeat.data.ehr.windows import pair_batches, periodic_cuts, window_pairs
     from densefeat.data.meds import read_meds_dataset
-    from densefeat.data.windows import pair_batches, periodic_cuts, window_pairs
 
     monkeypatch.setenv("DENSEFEAT_CACHE", str(tmp_path))
     ds = read_meds_dataset(eunomia_meds())

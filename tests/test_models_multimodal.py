@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from densefeat.data.history import US_PER_DAY, EventBatch
+from densefeat.data.ehr import US_PER_DAY, EventBatch
 from densefeat.data.multimodal import MultimodalBatch
 from densefeat.functional.subspace import subspace_distance
 from densefeat.models.ehr import EHREncoder, EHREncoderConfig

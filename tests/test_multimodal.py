@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 import torch
 
-from densefeat.data.history import HistoryBuilder
+from densefeat.data.ehr import HistoryBuilder
 from densefeat.data.meds import read_meds_dataset, write_meds_dataset
 from densefeat.data.multimodal import MultimodalBatch, align_notes, build_multimodal_batch
-from densefeat.data.notes import notes_from_meds
+from densefeat.data.text import notes_from_meds
 
 T0 = dt.datetime(2022, 5, 1, 8, 0)
 

@@ -15,8 +15,9 @@ import polars as pl
 import pytest
 
 from _paths import SHARED_DATA
-from densefeat.data.meds import make_subject_splits, read_meds_dataset, write_meds_dataset
-from densefeat.data.notes import (
+from densefeat.data.meds import read_meds_dataset, write_meds_dataset
+from densefeat.data.splits import make_subject_splits
+from densefeat.data.text import (
     NoteTableError,
     chunk_text,
     normalize_whitespace,

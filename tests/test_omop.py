@@ -19,13 +19,13 @@ import pytest
 
 from _paths import SHARED_DATA
 from densefeat.cli import main
-from densefeat.data.eunomia import eunomia_meds, eunomia_path
-from densefeat.data.meds import MedsFormatError, read_meds_dataset
-from densefeat.data.omop import (
+from densefeat.data.convert.eunomia import eunomia_meds, eunomia_path
+from densefeat.data.convert.omop import convert_omop, omop_to_meds
+from densefeat.data.meds import (
     OBSERVATION_END_CODE,
     OBSERVATION_START_CODE,
-    convert_omop,
-    omop_to_meds,
+    MedsFormatError,
+    read_meds_dataset,
 )
 
 SYNTHEA = SHARED_DATA / "synthea27nj_omop" / "Synthea27Nj_5.4.zip"
@@ -401,7 +401,7 @@ def test_eunomia_cache_is_reused(eunomia, monkeypatch) -> None:
     def fail(*args, **kwargs):
         raise AssertionError("converted again")
 
-    monkeypatch.setattr("densefeat.data.omop.convert_omop", fail)
+    monkeypatch.setattr("densefeat.data.convert.omop.convert_omop", fail)
     assert eunomia_meds(cache) == path
     monkeypatch.setenv("DENSEFEAT_CACHE", str(cache))
     assert eunomia_meds() == path
@@ -446,7 +446,7 @@ def test_cli_convert_eunomia(tmp_path: Path, capsys) -> None:
 
 
 def test_cli_convert_fhir(tmp_path: Path, capsys) -> None:
-    pytest.importorskip("densefeat.data.fhir")
+    pytest.importorskip("densefeat.data.convert.fhir")
     src = SHARED_DATA / "synthea_fhir_10"
     if not src.is_dir():
         pytest.skip("shared FHIR sample absent")

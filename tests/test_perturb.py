@@ -12,8 +12,9 @@ import polars as pl
 import pytest
 import torch
 
-from densefeat.data.history import N_RESERVED, UNK_ID, EventBatch, HistoryBuilder
-from densefeat.data.views import event_dropout as views_event_dropout
+from _helpers import events_frame
+from densefeat.data.ehr import N_RESERVED, UNK_ID, EventBatch, HistoryBuilder
+from densefeat.data.ehr.views import event_dropout as views_event_dropout
 from densefeat.eval.perturb import (
     ICU_PERTURBATIONS,
     PERTURBATIONS,
@@ -29,7 +30,7 @@ from densefeat.eval.perturb import (
 from densefeat.eval.robustness import embed_perturbed, embedding_drift, robustness_sweep
 from densefeat.functional import chance_subspace_distance
 from densefeat.models.ehr import EHREncoder, EHREncoderConfig
-from densefeat.train.loop import embed_rows
+from densefeat.train.modalities.ehr import encode_histories, row_times
 
 D = dt.datetime
 N_SUBJECTS = 48
@@ -53,16 +54,7 @@ def _events() -> pl.DataFrame:
             rows.append(
                 (s, D(2015, 1, 1) + dt.timedelta(days=int(day), hours=9), f"C{code}", value)
             )
-    return pl.DataFrame(
-        rows,
-        schema={
-            "subject_id": pl.Int64,
-            "time": pl.Datetime("us"),
-            "code": pl.Utf8,
-            "numeric_value": pl.Float64,
-        },
-        orient="row",
-    )
+    return events_frame(rows, pl.Float64)
 
 
 @pytest.fixture(scope="module")
@@ -368,26 +360,26 @@ def encoder(world):
     return EHREncoder(cfg).eval()
 
 
-def test_embed_perturbed_clean_is_embed_rows(world, encoder):
+def test_embed_perturbed_clean_is_the_clean_embedding(world, encoder):
     _, store, rows, _ = world
-    clean = embed_rows(encoder, store, rows, MAX_LEN, batch_size=32)
-    assert np.array_equal(embed_perturbed(encoder, store, rows, MAX_LEN, None, 0.0, 0, 32), clean)
-    zero = embed_perturbed(encoder, store, rows, MAX_LEN, "event_dropout", 0.0, 0, 32)
+    clean = encode_histories(encoder, store, *row_times(rows), batch_size=32).backbone
+    assert np.array_equal(embed_perturbed(encoder, store, rows, None, 0.0, 0, 32), clean)
+    zero = embed_perturbed(encoder, store, rows, "event_dropout", 0.0, 0, 32)
     assert np.array_equal(zero, clean)
 
 
 def test_embed_perturbed_is_independent_of_batch_size_and_row_order(world, encoder):
     _, store, rows, _ = world
-    a = embed_perturbed(encoder, store, rows, MAX_LEN, "time_jitter", 1.0, 3, batch_size=7)
-    b = embed_perturbed(encoder, store, rows, MAX_LEN, "time_jitter", 1.0, 3, batch_size=500)
+    a = embed_perturbed(encoder, store, rows, "time_jitter", 1.0, 3, batch_size=7)
+    b = embed_perturbed(encoder, store, rows, "time_jitter", 1.0, 3, batch_size=500)
     np.testing.assert_allclose(a, b, atol=1e-5)
     perm = np.random.default_rng(0).permutation(rows.height)
-    c = embed_perturbed(encoder, store, rows[perm], MAX_LEN, "time_jitter", 1.0, 3, 16)
+    c = embed_perturbed(encoder, store, rows[perm], "time_jitter", 1.0, 3, 16)
     np.testing.assert_allclose(c, a[perm], atol=1e-5)
-    clean = embed_rows(encoder, store, rows, MAX_LEN)
+    clean = encode_histories(encoder, store, *row_times(rows)).backbone
     assert not np.allclose(a, clean, atol=1e-4)
     # code_noise takes its vocabulary size from the encoder.
-    z = embed_perturbed(encoder, store, rows, MAX_LEN, "code_noise", 0.1, 3)
+    z = embed_perturbed(encoder, store, rows, "code_noise", 0.1, 3)
     assert z.shape == clean.shape and np.isfinite(z).all()
 
 
@@ -399,12 +391,12 @@ def test_embed_perturbed_refuses_a_perturbation_that_leaks(world, encoder):
         return replace(batch, time_before_prediction=tbp)
 
     with pytest.raises(ValueError, match="leakage"):
-        embed_perturbed(encoder, store, rows, MAX_LEN, peek_ahead, 1.0, 0)
+        embed_perturbed(encoder, store, rows, peek_ahead, 1.0, 0)
 
 
 def test_robustness_sweep_records(world, encoder):
     _, store, rows, _ = world
-    records, emb = robustness_sweep(encoder, store, rows, MAX_LEN, seed=1, k=4, batch_size=64)
+    records, emb = robustness_sweep(encoder, store, rows, seed=1, k=4, batch_size=64)
     assert [(r["perturbation"], r["level"]) for r in records] == perturbation_grid("ehr")
     for r in records:
         assert set(r) >= {"cosine_drift", "relative_drift", "subspace_distance", "chance", "n"}

@@ -21,10 +21,10 @@ import pytest
 
 from _paths import SHARED_DATA
 from densefeat.cli import main
-from densefeat.data import physionet2019 as pn
-from densefeat.data.history import HistoryBuilder
+from densefeat.data.convert import physionet2019 as pn
+from densefeat.data.ehr import HistoryBuilder
+from densefeat.data.ehr.windows import window_pairs
 from densefeat.data.meds import read_labels, read_meds_dataset
-from densefeat.data.windows import window_pairs
 
 TARBALL = SHARED_DATA / "physionet2019" / "training_setA.tar.xz"
 needs_tarball = pytest.mark.skipif(not TARBALL.is_file(), reason=f"{TARBALL} not present")

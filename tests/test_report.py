@@ -6,6 +6,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -13,14 +14,25 @@ from typing import Any
 
 import pytest
 
-from _results_fixture import ABLATIONS, METHODS, NULL_REASON, make_results
+from _results_fixture import (
+    ABLATIONS,
+    KSHOT,
+    KSHOT_SKIPPED,
+    METHODS,
+    NULL_REASON,
+    POSITIVES,
+    SKIPPED_TASK,
+    TASKS,
+    WINDOWS,
+    make_results,
+)
 
 if not os.environ.get("CI"):  # CI installs the eval extra: a missing matplotlib fails there
     pytest.importorskip("matplotlib", reason="the report's plots need the eval extra (matplotlib)")
 
-from densefeat.report.content import build_report, endpoint_sentence
-from densefeat.report.markdown import to_markdown
-from densefeat.report.render import render
+from densefeat.report import build_report, render, to_markdown
+from densefeat.report.format import num, signed
+from densefeat.report.prose import endpoint_sentence
 
 ROWS = [*METHODS, *ABLATIONS]
 NAN = re.compile(r"\b(nan|infinity)\b", re.IGNORECASE)
@@ -278,7 +290,7 @@ def test_hand_picked_values_are_rounded_the_same_in_both_files(rendered: dict[st
             assert dense[md_rows[0].index(column)] == text, column
         assert vicreg[md_rows[0].index("condition number")] == "1,235"
     # the per-task probe table: mean over seeds, CI bounds averaged over seeds
-    probes = _md_table(rendered["md"], "Linear probes per task")
+    probes = _md_table(rendered["md"], "Linear probes per task: AUROC")
     assert _row(probes, "dense")[2] == "0.703 [0.662, 0.741]"
     assert "count_features" in [r[0] for r in probes]
 
@@ -294,8 +306,8 @@ def test_null_condition_number_shows_dash_and_reason(rendered: dict[str, Any]) -
 
 def test_kshot_robustness_and_temporal_tables(rendered: dict[str, Any]) -> None:
     md = rendered["md"]
-    kshot = _md_table(md, "k-shot linear probes")
-    assert kshot[0] == ["method", "k = 1", "k = 2", "k = 4", "k = 8"]
+    kshot = _md_table(md, "k-shot linear probes: AUROC")
+    assert kshot[0] == ["method", *(f"k = {k}" for k in KSHOT)]  # every k, k = 128 included
     assert "supervised" not in [r[0] for r in kshot]  # the fixture has no k-shot supervised rows
     assert re.fullmatch(r"0\.\d{3} ± 0\.\d{3}", _row(kshot, "dense")[1])
     rob = _md_table(md, "Robustness: AUROC drop under perturbation")
@@ -303,7 +315,8 @@ def test_kshot_robustness_and_temporal_tables(rendered: dict[str, Any]) -> None:
                           "time_jitter ±1 d"]  # fmt: skip
     assert [r[0] for r in rob[1:]] == METHODS
     temporal = _md_table(md, "Temporal stability")
-    assert _row(temporal, "chance √(1 − k/n)")[1] == f"{math.sqrt(1 - 4 / 60):.3f}"
+    chance = _row(temporal, "chance √(1 − k/(n − 1))")
+    assert chance[temporal[0].index("median distance")] == f"{math.sqrt(1 - 4 / 60):.3f}"
 
 
 # --------------------------------------------------------------------------- endpoint
@@ -431,8 +444,63 @@ def browser() -> Iterator[Any]:
             instance.close()
 
 
+#: In the page: tick labels of each figure that overlap (text boxes, per SVG) and tables wider
+#: than the page's content column (or scrolling inside their wrapper).
+_LAYOUT_JS = """() => {
+  const overlaps = [];
+  for (const svg of document.querySelectorAll("svg.plot")) {
+    const boxes = [];
+    for (const tick of svg.querySelectorAll('g[id*="tick_"]')) {
+      const label = tick.querySelector('g[id*="-text_"]');
+      const r = label && label.getBoundingClientRect();
+      if (r && r.width > 0 && r.height > 0) boxes.push([tick.id, r]);
+    }
+    for (let i = 0; i < boxes.length; i++)
+      for (let j = i + 1; j < boxes.length; j++) {
+        const a = boxes[i][1], b = boxes[j][1];
+        const dx = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+        const dy = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+        if (dx > 0.5 && dy > 0.5) overlaps.push([boxes[i][0], boxes[j][0]]);
+      }
+  }
+  const main = document.querySelector("main");
+  const cs = getComputedStyle(main);
+  const page = main.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
+  const wide = [...document.querySelectorAll("table")]
+    .map(t => [t.id, t.getBoundingClientRect().width, t.parentElement.scrollWidth,
+               t.parentElement.clientWidth])
+    .filter(([id, w, sw, cw]) => w > page + 1 || sw > cw + 1);
+  const ticks = document.querySelectorAll('svg.plot g[id*="tick_"]').length;
+  return {overlaps, wide, ticks, tables: document.querySelectorAll("table").length};
+}"""
+
+
+def _open(browser: Any, path: Path) -> Any:
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(path.resolve().as_uri())
+    page.wait_for_load_state("load")
+    return page
+
+
+def _many_windows(results: dict[str, Any]) -> dict[str, Any]:
+    """A demo-like temporal section: 51 yearly windows with calendar labels, 44-48 left out."""
+    template = {(r["method"], r["seed"]): r for r in results["temporal"]}
+    results["temporal"] = [
+        {
+            **rec,
+            "window": w,
+            "label": f"{2000 + w}-01-01 -> {2001 + w}-01-01",
+            "subspace_distance": rec["subspace_distance"] + 0.05 * math.sin(w),
+        }
+        for rec in template.values()
+        for w in range(1, 52)
+        if not 44 <= w <= 48
+    ]
+    return results
+
+
 def test_report_page_in_headless_chromium(rendered: dict[str, Any], browser: Any) -> None:
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
     errors: list[str] = []
     external: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -452,9 +520,36 @@ def test_report_page_in_headless_chromium(rendered: dict[str, Any], browser: Any
             assert box is not None and box["width"] > 100 and box["height"] > 100, box
     assert len(page.query_selector_all("#comparison tbody tr")) == len(ROWS)
     assert len(page.query_selector_all("#comparison tfoot tr")) == 1
+    layout = page.evaluate(_LAYOUT_JS)
+    assert layout["ticks"] > 50 and layout["tables"] >= 10
+    assert layout["overlaps"] == [], "figure tick labels overlap"
+    assert layout["wide"] == [], "tables wider than the page at 1,400 px"
     page.screenshot(path=str(SCREENSHOT), full_page=True)
     assert SCREENSHOT.stat().st_size > 10_000
     page.close()
+
+
+def test_demo_sized_report_fits_the_page(browser: Any, tmp_path: Path) -> None:
+    """Dozens of windows, every k to 128, all methods: still no overlap and no wide table."""
+    results = _many_windows(make_results())
+    extra = [f"method_{i}" for i in range(5)]  # 10 methods + 2 ablations: the window table splits
+    results["config"]["methods"] += extra
+    for name in extra:
+        results["table"].append({**results["table"][1], "method": name})
+        results["temporal"] += [
+            {**r, "method": name} for r in results["temporal"] if r["method"] == "simclr"
+        ]
+    paths = render(results, tmp_path)
+    md = paths["markdown"].read_text(encoding="utf-8")
+    assert "## Temporal stability by window (columns 1–" in md  # split, not 13 columns wide
+    page = _open(browser, paths["html"])
+    layout = page.evaluate(_LAYOUT_JS)
+    page.close()
+    assert layout["overlaps"] == [], "figure tick labels overlap"
+    assert layout["wide"] == [], "tables wider than the page at 1,400 px"
+    for line in md.splitlines():
+        if line.startswith("|---"):
+            assert line.count("|") - 1 <= 12, line  # at most 12 columns per table
 
 
 def test_full_scale_header_does_not_carry_the_smoke_warning() -> None:
@@ -514,4 +609,129 @@ def test_probe_only_method_row_has_reasons_for_missing_geometry() -> None:
     assert row[rows[0].index("probe AUROC")] == "0.661"
     assert all(c.startswith("—[^comparison-") for c in row[3:7]), row
     assert "no embedding geometry" in md
+    seeds = re.fullmatch(r"—\[\^(comparison-\d+)\]", row[rows[0].index("seeds")])
+    assert seeds, row  # not "1": no encoder was trained, so there is no seed count
+    assert re.search(rf"^\[\^{seeds.group(1)}\]: probe-only baseline", md, re.M)
     assert [r[0] for r in rows[1:-1]] == [*METHODS, "count_features", *ABLATIONS]
+
+
+# --------------------------------------------------------------------------- AUPRC, skips, zero
+def _mean_ci(recs: list[dict[str, Any]], key: str) -> str:
+    mean = statistics.fmean(r[key] for r in recs)
+    if not all(r[f"{key}_ci"] for r in recs):  # count_features here: no bootstrap CI
+        return f"{mean:.3f}"
+    lo = statistics.fmean(r[f"{key}_ci"][0] for r in recs)
+    hi = statistics.fmean(r[f"{key}_ci"][1] for r in recs)
+    return f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def test_auprc_in_the_tables_is_the_value_in_results_json(rendered: dict[str, Any]) -> None:
+    results = rendered["results"]
+    probes = [p for p in results["probes"] if p["k"] == "all"]
+    md_rows = _md_table(rendered["md"], "Linear probes per task: AUPRC")
+    html = _html_tables(rendered["html"]).tables["probes-auprc"]
+    assert html["thead"][0] == md_rows[0] == ["method", "embedding", *TASKS, "macro"]
+    for rows in (md_rows[1:], html["tbody"] + html["tfoot"]):
+        checked = 0
+        for row in rows:
+            recs = [p for p in probes if (p["method"], p["embedding"]) == (row[0], row[1])]
+            if not recs:
+                continue
+            for j, task in enumerate(TASKS, start=2):
+                assert row[j] == _mean_ci([p for p in recs if p["task"] == task], "auprc")
+                checked += 1
+        assert checked == 2 * len({(p["method"], p["embedding"]) for p in probes})
+        counts = _row(rows, "held-out positives / rows")
+        assert counts[2:4] == [f"{POSITIVES[t]} / 60" for t in TASKS]
+        chance = _row(rows, "chance: prevalence")
+        assert chance[2] == "0.015 (1.5%)" and chance[3] == "0.007 (0.71%)"
+    # the AUROC table carries the same positives; the comparison table the macro AUPRC
+    auroc = _md_table(rendered["md"], "Linear probes per task: AUROC")
+    assert _row(auroc, "held-out positives / rows")[2:4] == ["9 / 60", "7 / 60"]
+    comparison = _md_table(rendered["md"], "Comparison of methods")
+    dense = [p for p in probes if p["method"] == "dense" and p["embedding"] == "raw"]
+    macro = statistics.fmean(
+        statistics.fmean(p["auprc"] for p in dense if p["seed"] == s) for s in (0, 1)
+    )
+    sd = statistics.stdev(
+        statistics.fmean(p["auprc"] for p in dense if p["seed"] == s) for s in (0, 1)
+    )
+    cell = _row(comparison, "dense")[comparison[0].index("probe AUPRC")]
+    assert cell == f"{macro:.3f} ± {sd:.3f}"
+    tasks = _md_table(rendered["md"], "Tasks")
+    assert tasks[0][-2:] == ["test positives / rows", "prevalence (held-out)"]
+    assert _row(tasks, "gi_bleed")[-2:] == ["9 / 60", "1.5%"]
+
+
+def test_kshot_tables_show_every_k_and_auprc(rendered: dict[str, Any]) -> None:
+    for metric in ("AUROC", "AUPRC"):
+        rows = _md_table(rendered["md"], f"k-shot linear probes: {metric}")
+        assert rows[0] == ["method", *(f"k = {k}" for k in KSHOT)]
+        dense = [
+            p
+            for p in rendered["results"]["probes"]
+            if p["method"] == "dense" and p["k"] == 1 and p["embedding"] == "raw"
+        ]
+        key = metric.lower()
+        mean = statistics.fmean(p[key] for p in dense)
+        sd = statistics.fmean(p[f"{key}_sd"] for p in dense)
+        assert _row(rows, "dense")[1] == f"{mean:.3f} ± {sd:.3f}"
+    assert (
+        "Held-out positives / rows per task: gi_bleed 9 / 60; peptic_ulcer 7 / 60."
+        in (rendered["md"])
+    )
+
+
+def test_every_skipped_task_window_and_probe_is_explained(rendered: dict[str, Any]) -> None:
+    md = rendered["md"]
+
+    def note(cell: str) -> str:
+        label = re.search(r"\[\^([\w-]+)\]$", cell)
+        assert label, cell
+        return re.search(rf"^\[\^{label.group(1)}\]: (.*)$", md, re.M).group(1)
+
+    tasks = _md_table(md, "Tasks")
+    skipped = next(r for r in tasks if r[0].startswith(SKIPPED_TASK["task"]))
+    assert "not probed" in skipped[0] and note(skipped[0]) == SKIPPED_TASK["reason"]
+    assert f"{SKIPPED_TASK['task']} ({SKIPPED_TASK['reason']})" in md  # header: Not run
+    summary = _md_table(md, "Temporal stability")
+    windows = _row(summary, "dense")[1]
+    assert windows.startswith(f"{len(WINDOWS)} of 14")
+    assert note(windows).startswith("windows 9–10 not measured: a window is measured only when ")
+    assert "at least 4 k = 16 held-out subjects" in note(windows)
+    by_window = _md_table(md, "Temporal stability by window")
+    assert [r[0].split("[")[0] for r in by_window[1:]] == [
+        f"w{w} -> w{w + 1}" for w in range(1, 15)
+    ]
+    assert note(_row(by_window, "w9 -> w10[^temporal-windows-1]")[0]).startswith("not measured")
+    method, k, reason = KSHOT_SKIPPED
+    kshot = _md_table(md, "k-shot linear probes: AUROC")
+    assert note(_row(kshot, method)[kshot[0].index(f"k = {k}")]) == reason
+    page = _html_tables(rendered["html"])
+    assert SKIPPED_TASK["reason"] in page.titles or SKIPPED_TASK["reason"] in rendered["html"]
+    assert reason in page.titles  # the k-shot cell's tooltip
+
+
+def test_a_value_rounding_to_zero_has_no_sign(tmp_path: Path) -> None:
+    assert num(-0.0004, "drop") == "0.000" and num(-0.04, "pct") == "-4.0%"
+    assert signed(-0.0004) == "0.000" == signed(0.0004) and signed(0.012) == "+0.012"
+    assert num(-0.0, "rank") == "0.0" and num(-0.04, "rank") == "0.0"
+    results = make_results()
+    for rec in results["robustness"]:
+        if rec["method"] == "simclr":
+            rec["auroc_drop"] = -0.0002 * (1 + rec["seed"])
+            rec["subspace_distance"] = -0.0001
+    next(r for r in results["table"] if r["method"] == "simclr")["robustness_drop"] = -0.0003
+    for rec in results["temporal"]:
+        if rec["method"] == "vicreg":
+            rec["floor"] = rec["subspace_distance"] + 0.0002  # distance − floor rounds to 0
+    results["comparison"]["difference_ci"] = [-0.0004, 0.0]
+    paths = render(results, tmp_path)
+    for path in paths.values():
+        text = re.sub(r"<svg.*?</svg>", "", path.read_text(encoding="utf-8"), flags=re.S)
+        signed_zeros = [m for m in re.findall(r"[-−+]0\.(\d+)", text) if not m.strip("0")]
+        assert signed_zeros == [], path.name
+    md = paths["markdown"].read_text(encoding="utf-8")
+    assert "95% CI [0.000, 0.000]" in md
+    rob = _md_table(md, "Robustness: AUROC drop under perturbation")
+    assert _row(rob, "simclr")[1] == "0.000"

@@ -16,8 +16,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from densefeat.cli import main
-from densefeat.data.meds import MedsFormatError, read_labels, read_meds_dataset, write_meds_dataset
-from densefeat.data.omop import OBSERVATION_END_CODE, OBSERVATION_START_CODE
+from densefeat.data.meds import (
+    OBSERVATION_END_CODE,
+    OBSERVATION_START_CODE,
+    MedsFormatError,
+    read_labels,
+    read_meds_dataset,
+    write_meds_dataset,
+)
 from densefeat.data.tasks import (
     EUNOMIA_TASKS,
     TaskDefinition,
@@ -239,7 +245,7 @@ def eunomia_cache(tmp_path_factory) -> Path:
     cache = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DENSEFEAT_CACHE", str(cache))
-        from densefeat.data.eunomia import eunomia_meds
+        from densefeat.data.convert.eunomia import eunomia_meds
 
         eunomia_meds()
     return cache
@@ -248,7 +254,7 @@ def eunomia_cache(tmp_path_factory) -> Path:
 @pytest.fixture
 def eunomia(eunomia_cache: Path, monkeypatch) -> Path:
     monkeypatch.setenv("DENSEFEAT_CACHE", str(eunomia_cache))
-    from densefeat.data.eunomia import eunomia_meds
+    from densefeat.data.convert.eunomia import eunomia_meds
 
     return eunomia_meds()
 

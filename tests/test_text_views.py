@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from densefeat.data.text_views import (
+from densefeat.data.text.views import (
     TextViewConfig,
     crop,
     perturb_texts,

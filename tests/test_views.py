@@ -9,8 +9,14 @@ import polars as pl
 import pytest
 import torch
 
-from densefeat.data.history import EventBatch, HistoryBuilder
-from densefeat.data.views import event_dropout, keep_events, numeric_noise, random_view, time_crop
+from densefeat.data.ehr import EventBatch, HistoryBuilder
+from densefeat.data.ehr.views import (
+    event_dropout,
+    keep_events,
+    numeric_noise,
+    random_view,
+    time_crop,
+)
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,8 @@ import polars as pl
 import pytest
 import torch
 
-from densefeat.data.history import HistoryBuilder
-from densefeat.data.windows import (
-    WindowPairBatches,
-    pair_batches,
-    periodic_cuts,
-    visit_cuts,
-    window_pairs,
-)
+from densefeat.data.ehr import HistoryBuilder
+from densefeat.data.ehr.windows import pair_batches, periodic_cuts, visit_cuts, window_pairs
 
 D = dt.datetime
 
@@ -114,7 +108,7 @@ def test_window_pairs_filters_on_history(store):
 
 def test_paired_batches_have_the_same_subjects(store):
     pairs = window_pairs(store, periodic_cuts(store, 182), min_new_events=0)
-    a, b = pair_batches(store, pairs, max_len=8)
+    a, b = pair_batches(store, pairs)
     a.validate(), b.validate()
     assert torch.equal(a.subject_id, b.subject_id)
     assert a.subject_id.tolist() == pairs["subject_id"].to_list()
@@ -125,26 +119,33 @@ def test_paired_batches_have_the_same_subjects(store):
     assert torch.equal(a.static[:, :-2], b.static[:, :-2])
 
 
-def test_window_pair_batches_shuffle_keeps_pairing(store):
+def test_training_order_of_window_pairs_keeps_pairing(store):
+    # The training loop's row order (train.loop.step_rows): every pair once per epoch, seeded,
+    # and the batches of a step stay paired row by row.
+    from densefeat.train import TrainConfig
+    from densefeat.train.loop import step_rows
+
     pairs = window_pairs(store, periodic_cuts(store, 91), min_new_events=0)
-    ds = WindowPairBatches(store, pairs, batch_size=3, max_len=8, seed=3)
+    cfg = TrainConfig.from_dict({"batch_size": 3, "seed": 3})
+    per_epoch = pairs.height // 3
     seen = []
-    for a, b in ds:
+    for step in range(per_epoch):
+        a, b = pair_batches(store, pairs[step_rows(cfg, pairs.height, step)])
         assert torch.equal(a.subject_id, b.subject_id)
         assert (b.prediction_time > a.prediction_time).all()
         seen += list(zip(a.subject_id.tolist(), a.prediction_time.tolist(), strict=True))
     expected = list(
-        zip(
-            pairs["subject_id"].to_list(),
-            pairs["time_t"].cast(pl.Int64).to_list(),
-            strict=True,
-        )
+        zip(pairs["subject_id"].to_list(), pairs["time_t"].cast(pl.Int64).to_list(), strict=True)
     )
-    assert sorted(seen) == sorted(expected) and seen != expected  # all pairs, shuffled
-    again = [a.subject_id.tolist() for a, _ in ds]
-    assert again == [a.subject_id.tolist() for a, _ in ds]
-    one = WindowPairBatches(store, pairs, window=1, shuffle=False)
-    assert all((a.subject_id.numel() > 0) for a, _ in one) and len(one) == 1
+    assert len(set(seen)) == len(seen) == per_epoch * 3  # no pair twice in an epoch
+    assert set(seen) <= set(expected) and seen != expected[: len(seen)]  # shuffled
+    assert [step_rows(cfg, pairs.height, s).tolist() for s in range(per_epoch)] == [
+        step_rows(cfg, pairs.height, s).tolist() for s in range(per_epoch)
+    ]
+    # The next epoch is another permutation of the same rows.
+    nxt = np.concatenate([step_rows(cfg, pairs.height, per_epoch + s) for s in range(per_epoch)])
+    this = np.concatenate([step_rows(cfg, pairs.height, s) for s in range(per_epoch)])
+    assert not np.array_equal(nxt, this)
 
 
 def test_visit_cuts(store):
@@ -162,7 +163,7 @@ def test_visit_cuts(store):
 
 
 def test_default_dataset_yearly_windows(monkeypatch, tmp_path):
-    from densefeat.data.eunomia import eunomia_meds
+    from densefeat.data.convert.eunomia import eunomia_meds
     from densefeat.data.meds import read_meds_dataset
 
     monkeypatch.setenv("DENSEFEAT_CACHE", str(tmp_path))

@@ -1,13 +1,13 @@
 """The training methods: a registry of small frozen dataclasses, not a class hierarchy.
 
 Every method trains the same encoder on the same inputs with the same number of encoder passes
-(DESIGN.md, Baselines). What differs is the head on top of the encoder and the loss:
+(docs/design.md, Baselines). What differs is the head on top of the encoder and the loss:
 
 =============  ==========  ===================================================================
 method         inputs      head and loss
 =============  ==========  ===================================================================
 ``dense``      pairs       projector; :class:`~densefeat.losses.DenseFeatureLoss` (w_spec,
-                           w_orth, w_sub; ``--set w_sub=0`` style ablations)
+                           w_orth, w_sub; ``--set dense.w_sub=0`` style ablations)
 ``simclr``     pairs       projector; :class:`~densefeat.losses.InfoNCELoss` (temperature)
 ``vicreg``     pairs       projector; :class:`~densefeat.losses.VICRegLoss` (25 / 25 / 1)
 ``barlow``     pairs       projector; :class:`~densefeat.losses.BarlowTwinsLoss` (lambda 5e-3)
@@ -38,7 +38,7 @@ one pass per labelled row and trains one logit per label (BCE; one-vs-rest for s
 
 A method reads its hyperparameters by attribute from the training config (any object with the
 named attributes; :class:`densefeat.train.TrainConfig` in practice), so this module does not
-import the training package (imports point downward, DESIGN.md Architecture).
+import the training package (imports point downward, docs/design.md, Architecture).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .data.history import PAD_ID
+from .data.ehr.batch import PAD_ID
 from .losses import BarlowTwinsLoss, DenseFeatureLoss, InfoNCELoss, VICRegLoss
 from .models.heads import LinearClassifier, ProjectionHead
 
@@ -100,7 +100,11 @@ class Method:
 
 def _projector(cfg: Any, d_model: int, vocab_size: int, n_outputs: int = 1) -> nn.Module:
     return ProjectionHead(
-        d_model, cfg.proj_hidden, cfg.proj_dim, n_layers=cfg.proj_layers, norm=cfg.projector_norm
+        d_model,
+        cfg.projector.hidden,
+        cfg.projector.dim,
+        n_layers=cfg.projector.layers,
+        norm=cfg.projector.norm,
     )
 
 
@@ -201,7 +205,7 @@ def _forward_none(encoder: nn.Module, head: nn.Module | None, inputs: dict[str, 
 
 def _pair_loss(module: nn.Module) -> LossFn:
     def loss_fn(out: dict[str, Tensor], inputs: dict[str, Any]) -> tuple[Tensor, dict]:
-        # Objectives in float32 even under bf16 autocast (Cholesky/eigen maths, DESIGN.md).
+        # Objectives in float32 even under bf16 autocast (Cholesky/eigen maths, docs/design.md).
         loss = module(out["za"].float(), out["zb"].float())
         if isinstance(loss, tuple):
             loss, terms = loss
@@ -212,19 +216,21 @@ def _pair_loss(module: nn.Module) -> LossFn:
 
 
 def _dense_loss(cfg: Any) -> LossFn:
-    return _pair_loss(DenseFeatureLoss(cfg.w_spec, cfg.w_orth, cfg.w_sub, top_k=cfg.top_k))
+    return _pair_loss(
+        DenseFeatureLoss(cfg.dense.w_spec, cfg.dense.w_orth, cfg.dense.w_sub, top_k=cfg.dense.top_k)
+    )
 
 
 def _simclr_loss(cfg: Any) -> LossFn:
-    return _pair_loss(InfoNCELoss(cfg.temperature))
+    return _pair_loss(InfoNCELoss(cfg.simclr.temperature))
 
 
 def _vicreg_loss(cfg: Any) -> LossFn:
-    return _pair_loss(VICRegLoss(cfg.vicreg_sim, cfg.vicreg_std, cfg.vicreg_cov))
+    return _pair_loss(VICRegLoss(cfg.vicreg.sim, cfg.vicreg.std, cfg.vicreg.cov))
 
 
 def _barlow_loss(cfg: Any) -> LossFn:
-    return _pair_loss(BarlowTwinsLoss(cfg.barlow_lambda))
+    return _pair_loss(BarlowTwinsLoss(cfg.barlow.lambd))
 
 
 def _world() -> int:

@@ -1,19 +1,18 @@
 """What a benchmark runs: methods, ablations, seeds, budget, evaluation settings.
 
 Every method gets the same encoder, the same window pairs (or labelled rows for
-``supervised``), the same optimizer steps x batch size ("budget", DESIGN.md Baselines) and the
+``supervised``), the same optimizer steps x batch size ("budget", docs/design.md, Baselines) and the
 same evaluation rows. Ablations are methods with one term switched off through the same
 ``--set``-style config overrides a user would type.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..methods import METHODS
+from ..train.config import canonical_key
 
 __all__ = [
     "ABLATIONS",
@@ -22,7 +21,6 @@ __all__ = [
     "PERTURBATIONS",
     "BenchmarkConfig",
     "RunSpec",
-    "fingerprint",
 ]
 
 #: Bumped whenever training or evaluation changes meaning (window rules, metrics, protocol):
@@ -32,20 +30,20 @@ BENCHMARK_VERSION = 2
 #: TrainConfig keys a benchmark sets itself (the budget must be equal for every method).
 RESERVED_KEYS = ("method", "seed", "max_steps", "epochs", "modality")
 
-#: The comparison's methods, in the order of the table (DESIGN.md Baselines).
+#: The comparison's methods, in the order of the table (docs/design.md, Baselines).
 DEFAULT_METHODS = ("dense", "simclr", "vicreg", "barlow", "masked", "supervised", "random")
 
 #: Ablation name -> (method, config overrides). Each dense term off in turn, and VICReg
 #: without its invariance term (what is left is variance + covariance on each view alone:
 #: the "no pairing" control of the dense subspace term).
 ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
-    "dense-no_spec": ("dense", {"w_spec": 0.0}),
-    "dense-no_orth": ("dense", {"w_orth": 0.0}),
-    "dense-no_sub": ("dense", {"w_sub": 0.0}),
-    "vicreg-no_inv": ("vicreg", {"vicreg_sim": 0.0}),
+    "dense-no_spec": ("dense", {"dense.w_spec": 0.0}),
+    "dense-no_orth": ("dense", {"dense.w_orth": 0.0}),
+    "dense-no_sub": ("dense", {"dense.w_sub": 0.0}),
+    "vicreg-no_inv": ("vicreg", {"vicreg.sim": 0.0}),
 }
 
-#: Test-time perturbations of the EHR modality and their levels (DESIGN.md Robustness):
+#: Test-time perturbations of the EHR modality and their levels (docs/design.md, Robustness):
 #: event dropout fractions, time jitter in days (+-1 day; ICU data: +-1 hour), code noise.
 PERTURBATIONS: tuple[tuple[str, float], ...] = (
     ("event_dropout", 0.1),
@@ -96,12 +94,14 @@ class BenchmarkConfig:
         bootstrap: patient-level bootstrap resamples of every CI.
         perturbations: ``(name, level)`` test-time perturbations.
         jitter_days: the time-jitter scale in days; None: 1/24 (one hour) for ICU data
-            converted by ``densefeat convert physionet2019``, else 1 day (DESIGN.md).
+            converted by ``densefeat convert physionet2019``, else 1 day (docs/design.md).
         supervised_task: the task whose training labels ``supervised`` trains on (default: the
             first task).
         tasks: only these tasks (default: all).
         scale: ``"full"`` or ``"smoke"`` (the demo; the report says so).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        modality: what the runs train on (``"ehr"``, ``"text"``; every run's
+            ``TrainConfig.modality``).
     """
 
     methods: tuple[str, ...] = DEFAULT_METHODS
@@ -120,6 +120,7 @@ class BenchmarkConfig:
     tasks: tuple[str, ...] | None = None
     scale: str = "full"
     device: str = "auto"
+    modality: str = "ehr"
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -128,7 +129,7 @@ class BenchmarkConfig:
         bad = [a for a in self.ablations if a not in ABLATIONS]
         if bad:
             raise ValueError(f"unknown ablation(s) {bad}; choose from {list(ABLATIONS)}")
-        reserved = sorted(set(self.train) & set(RESERVED_KEYS))
+        reserved = sorted({canonical_key(k) for k in self.train} & set(RESERVED_KEYS))
         if reserved:
             raise ValueError(
                 f"--set {reserved[0]}=...: the benchmark sets {', '.join(RESERVED_KEYS)} itself "
@@ -143,6 +144,8 @@ class BenchmarkConfig:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.max_eval_times < 0:
             raise ValueError(f"max_eval_times must be >= 0, got {self.max_eval_times}")
+        if self.modality not in ("ehr", "text"):
+            raise ValueError(f"--modality: the benchmark runs ehr or text, got {self.modality!r}")
         if self.scale not in ("full", "smoke"):
             raise ValueError(f"scale must be 'full' or 'smoke', got {self.scale!r}")
 
@@ -160,9 +163,3 @@ class BenchmarkConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able settings."""
         return asdict(self)
-
-
-def fingerprint(*parts: Any) -> str:
-    """A short stable hash of JSON-able parts (what a cached result was computed from)."""
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()

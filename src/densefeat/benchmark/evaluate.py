@@ -1,70 +1,65 @@
-"""Evaluate one trained run: geometry, probes, robustness and temporal stability.
+"""Evaluation of frozen embeddings on the benchmark's rows: probes, whitened probes, k-shot,
+and the robustness records built from perturbed embeddings.
 
-Everything here is measured on frozen embeddings of the benchmark's evaluation rows
-(:mod:`densefeat.benchmark.rows`): probes fit on ``train`` rows, choose C on ``tuning`` rows
-and are scored on ``held_out`` rows; geometry, robustness and temporal stability use
-``held_out`` subjects only.
+Everything here is modality-free: a data source (:mod:`densefeat.benchmark.sources`) embeds its
+rows (patient histories, notes, records) and hands the matrices over. Probes fit on ``train``
+rows, choose C on ``tuning`` rows and are scored on ``held_out`` rows; robustness uses the
+held-out rows only.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
-import torch
 
-from ..data.history import EventStore, HistoryBuilder
-from ..data.meds import MedsDataset
 from ..eval.bootstrap import weighted_auroc
 from ..eval.probe import LinearProbe, kshot_probe, probe_split, whiten
-from ..eval.robustness import _embed_perturbed, embedding_drift
-from ..eval.temporal import temporal_stability
+from ..eval.robustness import embedding_drift
+from ..train.modalities.base import Embeddings
 from .config import BenchmarkConfig, RunSpec
-from .embedding import embed, load_network
 from .geometry import geometry_record, one_thread, training_curve
 from .rows import EvalRows, Task
 
-__all__ = ["Context", "RunResult", "evaluate_features", "evaluate_run"]
+__all__ = [
+    "DRIFT_KEYS",
+    "ProbeContext",
+    "RunResult",
+    "evaluate_embeddings",
+    "evaluate_features",
+    "probe_tasks",
+    "robustness_records",
+    "task_arrays",
+]
+
+#: The embedding-drift measures each robustness record carries.
+DRIFT_KEYS = ("cosine_drift", "relative_drift", "subspace_distance", "chance")
 
 
 @dataclass
-class Context:
-    """What every run's evaluation shares.
-
-    ``store_for(builder)`` encodes the dataset with a run's own builder (vocabulary and
-    numeric statistics): runs of one benchmark normally share one, encoded once, but a run
-    must never be fed code ids of another vocabulary.
-    """
+class ProbeContext:
+    """What the probes of every run share: the settings, the evaluation rows and the tasks."""
 
     bench: BenchmarkConfig
-    dataset: MedsDataset
-    builder: HistoryBuilder
     eval_rows: EvalRows
     tasks: list[Task]
-    held_out_subjects: np.ndarray
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    _stores: dict[str, EventStore] = field(default_factory=dict, repr=False)
-
-    def store_for(self, builder: HistoryBuilder) -> EventStore:
-        """The dataset encoded with ``builder`` (cached per distinct builder)."""
-        key = json.dumps(builder.to_dict(), sort_keys=True, default=str)
-        if key not in self._stores:
-            self._stores[key] = builder.encode(self.dataset)
-        return self._stores[key]
 
 
 @dataclass
 class RunResult:
     """Records (results.json sections) and arrays (for cross-run comparisons) of one run."""
 
-    records: dict[str, list[dict[str, Any]]]
-    arrays: dict[str, np.ndarray]
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _task_arrays(task_rows: pl.DataFrame, split: str) -> dict[str, np.ndarray]:
+def task_arrays(task_rows: pl.DataFrame, split: str) -> dict[str, np.ndarray]:
+    """``row`` (index into the evaluation rows), ``y``, ``groups`` and ``weight`` of one split
+    of a task."""
     part = task_rows.filter(pl.col("split") == split)
     return {
         "row": part["row"].to_numpy(),
@@ -79,14 +74,14 @@ def _probe_task(
     seed: int,
     task: Task,
     z: np.ndarray,
-    ctx: Context,
+    ctx: ProbeContext,
     *,
     whitened: bool = False,
     kshot: bool = True,
 ) -> tuple[list[dict[str, Any]], LinearProbe, np.ndarray]:
     """Full-data (and k-shot) probe records of one task; the fitted probe; held-out scores."""
     rows = ctx.eval_rows.task_rows[task.name]
-    tr, va, te = (_task_arrays(rows, s) for s in ("train", "tuning", "held_out"))
+    tr, va, te = (task_arrays(rows, s) for s in ("train", "tuning", "held_out"))
     if whitened:
         # ZCA statistics from the label-independent uniform sample of training rows (never
         # from the task's positives), the same for every task.
@@ -127,110 +122,138 @@ def _probe_task(
     return records, probe, scores
 
 
-def evaluate_features(name: str, z: np.ndarray, ctx: Context) -> RunResult:
-    """Probes of fixed features (the count-features baseline): full data and k-shot."""
-    probes: list[dict[str, Any]] = []
-    arrays: dict[str, np.ndarray] = {}
+@dataclass
+class TaskProbes:
+    """The probes of one run: records, fitted probes, clean held-out AUROCs and scores."""
+
+    records: list[dict[str, Any]]
+    probes: dict[str, LinearProbe]
+    clean_auroc: dict[str, float]
+    scores: dict[str, np.ndarray]
+
+
+def probe_tasks(
+    name: str, seed: int, z: np.ndarray, ctx: ProbeContext, *, whitened_control: bool = True
+) -> TaskProbes:
+    """Every task's full-data and k-shot probe on ``z`` (the evaluation rows' embeddings) and,
+    as a control, the full-data probe after ZCA whitening (whitening alone can raise a probe's
+    AUROC)."""
+    out = TaskProbes([], {}, {}, {})
     for task in ctx.tasks:
-        recs, _, scores = _probe_task(name, 0, task, z, ctx)
-        probes += recs
-        arrays[f"scores/{task.name}"] = scores
-    return RunResult({"probes": probes}, arrays)
+        recs, probe, scores = _probe_task(name, seed, task, z, ctx)
+        out.records += recs
+        out.probes[task.name] = probe
+        out.clean_auroc[task.name] = recs[0]["auroc"]
+        out.scores[task.name] = scores
+        if whitened_control:
+            white, _, _ = _probe_task(name, seed, task, z, ctx, whitened=True, kshot=False)
+            out.records += white
+    return out
 
 
-def evaluate_run(spec: RunSpec, run_dir, ctx: Context, say=lambda text: None) -> RunResult:
-    """Every per-run measurement of the benchmark (see the module docstring)."""
-    bench = ctx.bench
-    cfg, builder, net = load_network(run_dir)
-    net.to(ctx.device)
-    store = ctx.store_for(builder)
-    rows = ctx.eval_rows.rows
-    zb, zp = embed(net, store, rows, cfg.max_len, device=ctx.device)
-    held = (rows["split"] == "held_out").to_numpy()
-    base = {"method": spec.name, "seed": spec.seed}
-    records: dict[str, list[dict[str, Any]]] = {
-        "geometry": [{**base, "output": "backbone", **geometry_record(zb[held])}],
-        "training_curves": [
-            {**base, "output": "backbone", "d": cfg.d_model, **training_curve(run_dir)}
-        ],
-        "probes": [],
-        "robustness": [],
-        "temporal": [],
-    }
-    if zp is not None:
-        records["geometry"].append({**base, "output": "projector", **geometry_record(zp[held])})
-    arrays: dict[str, np.ndarray] = {"held_out": zb[held]}
+def evaluate_features(name: str, z: np.ndarray, ctx: ProbeContext) -> RunResult:
+    """Probes of fixed features (probe-only baselines: count features, TF-IDF, ...)."""
+    probes = probe_tasks(name, 0, z, ctx, whitened_control=False)
+    arrays = {f"scores/{t}": s for t, s in probes.scores.items()}
+    return RunResult({"probes": probes.records}, arrays)
 
-    say(f"{spec.key}: probes")
-    probes: dict[str, LinearProbe] = {}
-    clean_auroc: dict[str, float] = {}
-    for task in ctx.tasks:
-        recs, probe, scores = _probe_task(spec.name, spec.seed, task, zb, ctx)
-        records["probes"] += recs
-        probes[task.name] = probe
-        clean_auroc[task.name] = recs[0]["auroc"]
-        arrays[f"scores/{task.name}"] = scores
-        white, _, _ = _probe_task(spec.name, spec.seed, task, zb, ctx, whitened=True, kshot=False)
-        records["probes"] += white
 
-    if bench.perturbations and ctx.tasks:
-        say(f"{spec.key}: robustness")
-        held_rows = rows.filter(pl.Series(held))
-        index = np.flatnonzero(held)
-        position = np.full(len(rows), -1)
-        position[index] = np.arange(index.size)
-        for p, level in bench.perturbations:
-            zp_, n_in, n_out = _embed_perturbed(
-                net.encoder,
-                store,
-                held_rows,
-                cfg.max_len,
-                p,
-                level * (bench.jitter_days if p == "time_jitter" else 1.0),
-                spec.seed,
-                512,
-                ctx.device,
-                {},
+def robustness_records(
+    name: str,
+    seed: int,
+    ctx: ProbeContext,
+    probes: TaskProbes,
+    z_held: np.ndarray,
+    perturbed: Iterable[tuple[str, float, float, np.ndarray, dict[str, Any]]],
+) -> RunResult:
+    """Probe AUROC under each perturbation and the embedding drift of the held-out rows.
+
+    Args:
+        name, seed: the run.
+        ctx: the probes' context.
+        probes: the run's clean probes (fitted on clean training rows).
+        z_held: clean embeddings of the held-out evaluation rows, in row order.
+        perturbed: ``(perturbation, grid level, recorded level, z, extra fields)`` per
+            perturbation, ``z`` the perturbed embeddings of the same held-out rows.
+    """
+    held = (ctx.eval_rows.rows["split"] == "held_out").to_numpy()
+    index = np.flatnonzero(held)
+    position = np.full(held.size, -1)
+    position[index] = np.arange(index.size)
+    out = RunResult({"robustness": []}, {})
+    for p, level, recorded, zp, extra in perturbed:
+        with one_thread():
+            drift = embedding_drift(z_held, zp, ctx.bench.k)
+        for task in ctx.tasks:
+            te = task_arrays(ctx.eval_rows.task_rows[task.name], "held_out")
+            s = probes.probes[task.name].decision_function(zp[position[te["row"]]])
+            auroc = float(weighted_auroc(s, te["y"]))
+            out.arrays[f"robust/{p}/{level}/{task.name}"] = s
+            out.records["robustness"].append(
+                {
+                    "method": name,
+                    "seed": seed,
+                    "task": task.name,
+                    "perturbation": p,
+                    "level": recorded,
+                    "auroc": auroc,
+                    "auroc_drop": probes.clean_auroc[task.name] - auroc,
+                    **{key: float(drift[key]) for key in DRIFT_KEYS},
+                    **extra,
+                }
             )
-            with one_thread():
-                drift = embedding_drift(zb[held], zp_, bench.k)
-            for task in ctx.tasks:
-                te = _task_arrays(ctx.eval_rows.task_rows[task.name], "held_out")
-                s = probes[task.name].decision_function(zp_[position[te["row"]]])
-                auroc = float(weighted_auroc(s, te["y"]))
-                arrays[f"robust/{p}/{level}/{task.name}"] = s
-                records["robustness"].append(
-                    {
-                        **base,
-                        "task": task.name,
-                        "perturbation": p,
-                        # The jitter in days (the grid's level scales --jitter-days).
-                        "level": level * bench.jitter_days if p == "time_jitter" else level,
-                        "auroc": auroc,
-                        "auroc_drop": clean_auroc[task.name] - auroc,
-                        **{
-                            key: float(drift[key])
-                            for key in (
-                                "cosine_drift",
-                                "relative_drift",
-                                "subspace_distance",
-                                "chance",
-                            )
-                        },
-                        "event_fraction_kept": n_out / max(n_in, 1),
-                    }
-                )
+    return out
 
-    say(f"{spec.key}: temporal stability")
-    stab = temporal_stability(
-        net.encoder,
-        store,
-        k=bench.k,
-        every=cfg.window_days,
-        subjects=ctx.held_out_subjects,
-        max_len=cfg.max_len,
-        device=ctx.device,
+
+def evaluate_embeddings(
+    spec: RunSpec,
+    run_dir: Path,
+    z: Embeddings,
+    held: np.ndarray,
+    d: int,
+    ctx: ProbeContext,
+    perturbed: Callable[[TaskProbes], Iterable[tuple[str, float, float, np.ndarray, dict]]],
+    say: Callable[[str], None],
+) -> RunResult:
+    """The measurements every run gets, whatever its modality.
+
+    Geometry of the backbone (and projector) outputs on the held-out rows, the training curve,
+    probes (full data, k-shot, whitened control) and robustness: ``perturbed(probes)`` yields
+    the held-out rows' embeddings under each perturbation (see :func:`robustness_records`).
+
+    Args:
+        spec: the run.
+        run_dir: its directory (for the training curve).
+        z: the evaluation rows' embeddings, in row order.
+        held: boolean mask of the held-out evaluation rows.
+        d: the backbone's width.
+        ctx: the probes' context.
+        perturbed: the robustness embeddings (called only when perturbations are set).
+        say: one-line progress messages.
+    """
+    base = {"method": spec.name, "seed": spec.seed}
+    geometry = [{**base, "output": "backbone", **geometry_record(z.backbone[held])}]
+    if z.projector is not None:
+        geometry.append({**base, "output": "projector", **geometry_record(z.projector[held])})
+    result = RunResult(
+        {
+            "geometry": geometry,
+            "training_curves": [{**base, "output": "backbone", "d": d, **training_curve(run_dir)}],
+            "probes": [],
+            "robustness": [],
+            "temporal": [],
+        },
+        {"held_out": z.backbone[held]},
     )
-    for rec in stab["windows"]:
-        records["temporal"].append({**base, **rec})
-    return RunResult(records, arrays)
+    say(f"{spec.key}: probes")
+    probes = probe_tasks(spec.name, spec.seed, z.backbone, ctx)
+    result.records["probes"] += probes.records
+    result.arrays.update({f"scores/{t}": s for t, s in probes.scores.items()})
+    if ctx.bench.perturbations and ctx.tasks:
+        say(f"{spec.key}: robustness")
+        rob = robustness_records(
+            spec.name, spec.seed, ctx, probes, z.backbone[held], perturbed(probes)
+        )
+        result.records["robustness"] += rob.records["robustness"]
+        result.arrays.update(rob.arrays)
+    return result

@@ -40,7 +40,7 @@ def _finite_or_none(value: float) -> float | None:
 
 
 def geometry_record(z: np.ndarray) -> dict[str, Any]:
-    """The metrics of ``z`` that the results keep (DESIGN.md names), JSON-safe."""
+    """The metrics of ``z`` that the results keep (docs/design.md names), JSON-safe."""
     with one_thread():
         g = geometry(z)
     eig = np.asarray(g["eigenvalues"], dtype=np.float64)

@@ -18,6 +18,7 @@ counts are recorded per task.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,10 @@ import numpy as np
 import polars as pl
 
 from ..data.meds import MedsDataset, read_labels
-from ..data.tasks import _splitmix64, build_task_labels
+from ..data.splits import splitmix64
+from ..data.tasks import build_task_labels
 
-__all__ = ["EvalRows", "Task", "load_tasks", "select_eval_rows"]
+__all__ = ["EvalRows", "Task", "load_tasks", "select_eval_rows", "uniform_hash"]
 
 SPLITS = ("train", "tuning", "held_out")
 #: The fewest positives and negatives a task needs in each split to be probed.
@@ -56,6 +58,18 @@ class Task:
             y = self.labels.filter(pl.col("split") == split)["boolean_value"]
             out[split] = {"positive": int(y.sum()), "negative": int((~y).sum())}
         return out
+
+    def fingerprint(self) -> str:
+        """A content hash of the label rows (stable across library versions, unlike polars'
+        own hash): part of every evaluation's and supervised run's identity."""
+        lab = self.labels
+        h = hashlib.blake2b(digest_size=10)
+        for col in ("subject_id", "prediction_time", "boolean_value"):
+            if col in lab.columns:
+                series = lab[col].cast(pl.Int64) if col == "prediction_time" else lab[col]
+                h.update(series.to_numpy().tobytes())
+        h.update("|".join(lab["split"]).encode())
+        return f"{self.name}:{lab.height}:{h.hexdigest()}"
 
     def skip_reason(self) -> str | None:
         """Why the task cannot be probed, or None."""
@@ -119,11 +133,12 @@ def load_tasks(
     return tasks
 
 
-def _uniform(subject_id: np.ndarray, time_us: np.ndarray, seed: int) -> np.ndarray:
-    """A uniform number per (subject, time) from a fixed hash (splitmix64)."""
+def uniform_hash(subject_id: np.ndarray, time_us: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform number in [0, 1) per (subject, time) from a fixed hash (splitmix64): the same
+    draw for a row whatever other rows exist, on any machine and library version."""
     key = np.uint64((seed * 0x2545F4914F6CDD1D) & (2**64 - 1)) ^ np.uint64(0x5EED_E7A1)
-    h = _splitmix64(subject_id.astype(np.int64).view(np.uint64) ^ key)
-    h = _splitmix64(h ^ time_us.astype(np.int64).view(np.uint64))
+    h = splitmix64(subject_id.astype(np.int64).view(np.uint64) ^ key)
+    h = splitmix64(h ^ time_us.astype(np.int64).view(np.uint64))
     return (h >> np.uint64(11)).astype(np.float64) / 2.0**53
 
 
@@ -168,7 +183,7 @@ def select_eval_rows(tasks: list[Task], max_times: int, seed: int = 0) -> EvalRo
     per_task = {}
     for t in tasks:
         lab = t.labels
-        u = _uniform(
+        u = uniform_hash(
             lab["subject_id"].to_numpy(),
             lab["prediction_time"].cast(pl.Int64).to_numpy(),
             seed,
@@ -183,7 +198,7 @@ def select_eval_rows(tasks: list[Task], max_times: int, seed: int = 0) -> EvalRo
         .sort(keys)
         .with_row_index("row")
     )
-    u_rows = _uniform(
+    u_rows = uniform_hash(
         rows["subject_id"].to_numpy(), rows["prediction_time"].cast(pl.Int64).to_numpy(), seed
     )
     rows = rows.with_columns(uniform=pl.Series(u_rows < rate))

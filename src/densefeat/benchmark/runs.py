@@ -26,15 +26,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..io.atomic import write_json_atomic
 from ..methods import get_method
-from ..train.checkpoint import latest_checkpoint, write_json_atomic
+from ..train.checkpoint import latest_checkpoint
 from ..train.config import TrainConfig
+from .cache import IDENTITY_FILE
 from .config import BenchmarkConfig, RunSpec
 
 __all__ = ["ensure_run", "run_config"]
 
-#: Config fields that may differ between a finished run and a rerun without invalidating it.
-_VOLATILE = ("progress", "device")
+#: Config settings that may differ between a finished run and a rerun without invalidating it.
+_VOLATILE = ("log.progress", "device")
 
 
 def run_config(spec: RunSpec, bench: BenchmarkConfig) -> TrainConfig:
@@ -46,16 +48,18 @@ def run_config(spec: RunSpec, bench: BenchmarkConfig) -> TrainConfig:
         "max_steps": bench.budget,
         "progress": False,
         "device": bench.device,
+        "modality": bench.modality,
         **dict(spec.overrides),
     }
     return TrainConfig.from_dict(state)
 
 
-def _comparable(train: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in train.items() if k not in _VOLATILE}
-
-
-_IDENTITY = "benchmark.json"
+def _comparable(train: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        flat = TrainConfig.from_dict(train).flat()
+    except (ValueError, TypeError):
+        return None  # a config of another densefeat version: not comparable, retrain
+    return {k: v for k, v in flat.items() if k not in _VOLATILE}
 
 
 def _read_json(path: Path) -> Any:
@@ -70,7 +74,7 @@ def _state(
 ) -> str:
     """``"done"``, ``"resume"`` or ``"fresh"`` (see the module docstring)."""
     saved = _read_json(run_dir / "config.json")
-    if not isinstance(saved, dict) or _read_json(run_dir / _IDENTITY) != identity:
+    if not isinstance(saved, dict) or _read_json(run_dir / IDENTITY_FILE) != identity:
         return "fresh"
     same = (
         _comparable(saved.get("train", {})) == _comparable(cfg.to_dict())
@@ -98,7 +102,7 @@ def ensure_run(
 
     ``identity`` (JSON-able) must equal the saved one for a run to be reused or resumed.
     """
-    from ..train.loop import train
+    from ..train import train
 
     cfg = run_config(spec, bench)
     method = get_method(spec.method)
@@ -112,7 +116,7 @@ def ensure_run(
         if run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
-        write_json_atomic(run_dir / _IDENTITY, identity)
+        write_json_atomic(run_dir / IDENTITY_FILE, identity)
     # The loop warns at every monitoring step of a collapse; a benchmark of many runs reports
     # it once per run instead (the monitoring record in stats.jsonl keeps every step).
     with warnings.catch_warnings(record=True) as caught:

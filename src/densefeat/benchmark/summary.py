@@ -1,6 +1,6 @@
 """The summary table and the primary-endpoint comparison of a benchmark.
 
-Primary endpoints (DESIGN.md, declared before running): the linear-probe AUROC, macro-averaged
+Primary endpoints (docs/design.md, declared before running): the linear-probe AUROC, macro-averaged
 over tasks (all shots, raw embeddings), and its drop under the test-time perturbations
 (macro over tasks and perturbations). ``dense`` is compared with the best *baseline* on each
 endpoint: every other method of the table except dense's own ablations and the untrained

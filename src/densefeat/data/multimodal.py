@@ -3,9 +3,9 @@
 A multimodal record of subject ``s`` at prediction time ``t`` is everything known at ``t``:
 
 * the coded events (codes, numeric values, time features) and static features, as the
-  :class:`~densefeat.data.history.EventBatch` of the EHR side (built by
-  :class:`~densefeat.data.history.HistoryBuilder`, which guarantees no event after ``t``);
-* the subject's notes written at or before ``t`` (:func:`~densefeat.data.notes.notes_from_meds`,
+  :class:`~densefeat.data.ehr.EventBatch` of the EHR side (built by
+  :class:`~densefeat.data.ehr.HistoryBuilder`, which guarantees no event after ``t``);
+* the subject's notes written at or before ``t`` (:func:`~densefeat.data.text.notes_from_meds`,
   which guarantees the same for notes), oldest first.
 
 :class:`MultimodalBatch` keeps the two aligned row by row: row ``i`` of the events and
@@ -28,9 +28,11 @@ import numpy as np
 import polars as pl
 import torch
 
-from .history import US_PER_DAY, EventBatch, EventStore, HistoryBuilder
+from .ehr.batch import US_PER_DAY, EventBatch
+from .ehr.builder import HistoryBuilder
+from .ehr.store import EventStore
 from .meds import MedsDataset
-from .notes import notes_from_meds
+from .text.meds_notes import notes_from_meds
 
 __all__ = ["MultimodalBatch", "align_notes", "build_multimodal_batch"]
 
@@ -160,7 +162,7 @@ def align_notes(events: EventBatch, notes: pl.DataFrame) -> MultimodalBatch:
 
     Args:
         events: the EHR batch; its row order is kept.
-        notes: the output of :func:`~densefeat.data.notes.notes_from_meds` with prediction
+        notes: the output of :func:`~densefeat.data.text.notes_from_meds` with prediction
             times (``subject_id``, ``prediction_time``, ``note_times``, ``notes``; any row order,
             duplicates of a key allowed when they agree). It must cover every row of
             ``events``.
@@ -225,7 +227,7 @@ def build_multimodal_batch(
         rows: labels or cut-offs; other columns are ignored.
         note_source: where the notes are: a MEDS dataset or MEDS events with ``text_value``
             (often the same data as ``events``).
-        code_prefixes: which codes are notes (see :func:`~densefeat.data.notes.notes_from_meds`).
+        code_prefixes: which codes are notes (see :func:`~densefeat.data.text.notes_from_meds`).
         max_notes: keep only the most recent this many notes per row.
         max_len: overrides the builder's number of events per row.
 

@@ -6,8 +6,16 @@ import hashlib
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+import polars as pl
 
-__all__ = ["DEFAULT_FRACTIONS", "SPLIT_NAMES", "assign_subject_splits", "subject_split"]
+__all__ = [
+    "DEFAULT_FRACTIONS",
+    "SPLIT_NAMES",
+    "assign_subject_splits",
+    "make_subject_splits",
+    "splitmix64",
+    "subject_split",
+]
 
 #: MEDS's split names (``meds.train_split`` etc.), in the order of ``DEFAULT_FRACTIONS``.
 SPLIT_NAMES: tuple[str, str, str] = ("train", "tuning", "held_out")
@@ -58,3 +66,30 @@ def assign_subject_splits(
         raise ValueError(f"{len(names)} split names for {len(fractions)} fractions")
     index = subject_split(subject_ids, seed, tuple(fractions))
     return [names[i] for i in index]
+
+
+def make_subject_splits(
+    subject_ids: pl.Series | Sequence[int], seed: int = 0, fractions=DEFAULT_FRACTIONS
+) -> pl.DataFrame:
+    """Deterministic ``subject_id, split`` for the given subjects (hash of seed and subject_id).
+
+    Args:
+        subject_ids: integer subject ids (duplicates are collapsed).
+        seed: split seed.
+        fractions: shares of train, tuning and held_out.
+
+    Returns:
+        DataFrame sorted by subject_id, MEDS SubjectSplitSchema columns.
+    """
+    ids = pl.Series("subject_id", subject_ids, dtype=pl.Int64).unique().sort()
+    names = assign_subject_splits(ids.to_list(), seed, tuple(fractions), SPLIT_NAMES)
+    return pl.DataFrame({"subject_id": ids, "split": pl.Series(names, dtype=pl.Utf8)})
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser on uint64 (wrapping arithmetic): a fixed, well-mixed hash."""
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))

@@ -1,9 +1,13 @@
 """Evaluation of frozen embeddings: linear probes, robustness, temporal stability, alignment.
 
-* :mod:`~densefeat.eval.probe`: EHRSHOT-style linear probes (full data and k-shot) and
-  whitening; needs scikit-learn (the ``eval`` extra).
+* :mod:`~densefeat.eval.probe`: EHRSHOT-style linear probes (full data, k-shot, multi-label),
+  whitening, and the probe of an embedding file on labels; needs scikit-learn (the ``eval``
+  extra).
+* :mod:`~densefeat.eval.ranking`: AUROC and average precision with sample weights, vectorised
+  over weight rows.
 * :mod:`~densefeat.eval.bootstrap`: vectorised patient-level bootstrap of AUROC / AUPRC and
   paired differences.
+* :mod:`~densefeat.eval.checks`: the input checks these share.
 * :mod:`~densefeat.eval.perturb`, :mod:`~densefeat.eval.robustness`: test-time perturbations
   and embedding drift.
 * :mod:`~densefeat.eval.temporal`: temporal stability with its no-drift floor; seed alignment.
@@ -25,8 +29,8 @@ _EXPORTS = {
     "whiten": "probe",
     "bootstrap_ci": "bootstrap",
     "paired_bootstrap_difference": "bootstrap",
-    "weighted_auroc": "bootstrap",
-    "weighted_average_precision": "bootstrap",
+    "weighted_auroc": "ranking",
+    "weighted_average_precision": "ranking",
     "embed_perturbed": "robustness",
     "embedding_drift": "robustness",
     "robustness_sweep": "robustness",

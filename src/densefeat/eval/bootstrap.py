@@ -1,9 +1,9 @@
 """Vectorised patient-level bootstrap of AUROC and AUPRC (average precision).
 
-The evaluation protocol (DESIGN.md, "Evaluation protocol") reports every held-out AUROC and
-AUPRC with a 95% confidence interval from 1,000 *patient-level* bootstrap resamples, and compares
-two methods with a *paired* bootstrap of their difference. This module computes all resamples at
-once with NumPy; no per-resample call into scikit-learn.
+The evaluation protocol (docs/design.md, "Evaluation protocol") reports every held-out
+AUROC and AUPRC with a 95% confidence interval from 1,000 *patient-level* bootstrap resamples,
+and compares two methods with a *paired* bootstrap of their difference. This module computes
+all resamples at once with NumPy; no per-resample call into scikit-learn.
 
 Resampling as weights
 ---------------------
@@ -14,34 +14,10 @@ ch. 6; the cluster bootstrap, as EHRSHOT does it, Wornow et al. 2023). Drawing s
 ``(B, n)`` matrix of row multiplicities ``W[b, i] = c_{b, group(i)}``
 (:func:`resample_weights`). ``groups=None`` resamples rows instead (each row its own group).
 
-Weighted AUROC
---------------
-With weights ``w``, positives ``P`` and negatives ``N``::
-
-    AUROC(w) = sum_{i in P, j in N} w_i w_j ([s_i > s_j] + 1/2 [s_i = s_j])
-               / (sum_{i in P} w_i * sum_{j in N} w_j)
-
-the Mann-Whitney form of the area under the weighted ROC curve, which is what
-``sklearn.metrics.roc_auc_score(..., sample_weight=w)`` integrates with the trapezoidal rule
-(ties contribute 1/2). The scores are sorted *once*; for each distinct score value ``v`` let
-``P_v`` and ``N_v`` be the positive and negative weight at ``v`` and ``N_<v`` the negative weight
-below it. Then ``AUROC = sum_v P_v (N_<v + N_v / 2) / (P_tot N_tot)``, for all ``B`` weight
-rows at once: every one of these sums is a row-wise cumulative sum of the weights (positives and
-negatives separately, each in score order) read at the boundaries of the tied-score runs, so a
-chunk costs two gathers and two ``cumsum`` passes, ``O(B n)``, after one ``O(n log n)`` sort.
-
-Weighted average precision
---------------------------
-The step-wise (non-interpolated) definition of ``sklearn.metrics.average_precision_score``::
-
-    AP(w) = sum_v (R_v - R_{v+}) * Prec_v,   Prec_v = TP_{>=v} / (TP_{>=v} + FP_{>=v}),
-                                              R_v    = TP_{>=v} / P_tot
-
-over the distinct score values ``v`` taken as thresholds (``s >= v`` is called positive),
-where ``TP_{>=v}`` / ``FP_{>=v}`` are the positive / negative weight at or above ``v`` and
-``R_v - R_{v+} = P_v / P_tot``. Hence ``AP = sum_v P_v Prec_v / P_tot``: suffix sums of the same
-sorted group sums. Rows of weight 0 (subjects not drawn) contribute nothing to either metric,
-exactly as sklearn, which drops zero-weight samples.
+The metrics of one resample are computed by
+:class:`~densefeat.eval.ranking.RankedScores`: the scores are sorted once, and a chunk of ``b``
+resamples costs two gathers and two cumulative sums, ``O(b n)`` (the formulas are in
+:mod:`densefeat.eval.ranking`).
 
 Evaluation weights: rows may carry a fixed weight ``v_i`` (e.g. ``1 / r`` on negatives kept
 at sampling rate ``r``, a Horvitz-Thompson estimate of the full-data metric); resample ``b``
@@ -74,6 +50,16 @@ from typing import Any
 
 import numpy as np
 
+from .checks import check_weights
+from .ranking import (
+    METRICS,
+    RankedScores,
+    check_scores_labels,
+    weighted_auroc,
+    weighted_average_precision,
+    weighted_metrics,
+)
+
 __all__ = [
     "METRICS",
     "MetricCI",
@@ -83,42 +69,16 @@ __all__ = [
     "paired_bootstrap_difference",
     "percentile_interval",
     "resample_weights",
+    # Defined in densefeat.eval.ranking; still importable from here, where they used to live.
     "weighted_auroc",
     "weighted_average_precision",
 ]
-
-#: The metrics this module computes, by the names used in records and JSON.
-METRICS: tuple[str, ...] = ("auroc", "auprc")
 
 #: Target number of float64 weights per chunk (32 MiB).
 _CHUNK_ELEMENTS = 2**22
 
 
 # --------------------------------------------------------------------------- input checks
-def _check_scores_labels(
-    scores: Any, y: Any, name: str = "scores"
-) -> tuple[np.ndarray, np.ndarray]:
-    s = np.asarray(scores, dtype=np.float64)
-    if s.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {s.shape}")
-    if s.size == 0:
-        raise ValueError(f"{name} is empty")
-    if not np.isfinite(s).all():
-        bad = int(np.flatnonzero(~np.isfinite(s))[0])
-        raise ValueError(f"{name} holds NaN or inf (first at row {bad})")
-    yy = np.asarray(y)
-    if yy.shape != s.shape:
-        raise ValueError(f"y has shape {yy.shape}, {name} has shape {s.shape}")
-    if yy.dtype == bool:
-        return s, yy
-    values = np.unique(yy)
-    if not np.isin(values, [0, 1]).all():
-        raise ValueError(
-            f"y must be binary (bool or 0/1; 1 = positive), got values {values[:5].tolist()}"
-        )
-    return s, yy == 1
-
-
 def _group_index(groups: Any | None, n: int) -> tuple[np.ndarray, int]:
     """Dense group codes ``0..S-1`` per row (rows are their own group when ``groups`` is None)."""
     if groups is None:
@@ -131,6 +91,7 @@ def _group_index(groups: Any | None, n: int) -> tuple[np.ndarray, int]:
 
 
 def _check_resamples(n_resamples: int, confidence: float | None = None) -> None:
+    """Raise ``ValueError`` unless B is a positive integer and the coverage is in (0, 1)."""
     if isinstance(n_resamples, bool) or not isinstance(n_resamples, int | np.integer):
         raise ValueError(f"n_resamples must be an integer, got {n_resamples!r}")
     if n_resamples < 1:
@@ -139,160 +100,13 @@ def _check_resamples(n_resamples: int, confidence: float | None = None) -> None:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
 
 
-def _base_weights(weights: Any | None, n: int) -> np.ndarray | None:
-    if weights is None:
-        return None
-    w = np.asarray(weights, dtype=np.float64)
-    if w.shape != (n,):
-        raise ValueError(f"weights must have shape ({n},) (one per row), got {w.shape}")
-    if not np.isfinite(w).all() or (w < 0).any():
-        raise ValueError("weights must be finite and non-negative")
-    return w
-
-
 def _chunk_rows(chunk_size: int | None, n: int, n_resamples: int) -> int:
+    """Resamples per chunk: ``chunk_size``, or about 2**22 weights' worth of n-row resamples."""
     if chunk_size is None:
         return max(1, min(n_resamples, _CHUNK_ELEMENTS // max(n, 1)))
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     return min(chunk_size, n_resamples)
-
-
-# --------------------------------------------------------------------------- sorted structure
-@dataclass(frozen=True)
-class _Ranked:
-    """Scores sorted once; positives and negatives each in ascending score order.
-
-    Rows with the same score form a *run*. The metrics need, per positive run, its weight
-    ``P_v`` and the negative weight strictly below (``N_<v``) and at-or-below (``N_<=v``) its
-    score. All of these are values of the row-wise cumulative sums of the weights (with a
-    leading 0) at run boundaries, so one ``cumsum`` per class replaces any grouping:
-
-    * ``pos_edges``: (runs + 1,) positions in the positives' cumulative sum at which each
-      positive run starts, then the total;
-    * ``neg_lo`` / ``neg_hi``: per positive run, the position in the negatives' cumulative
-      sum that counts the negatives with a strictly smaller / smaller-or-equal score.
-    """
-
-    pos_rows: np.ndarray
-    neg_rows: np.ndarray
-    pos_edges: np.ndarray
-    neg_lo: np.ndarray
-    neg_hi: np.ndarray
-
-    @classmethod
-    def build(cls, scores: np.ndarray, positive: np.ndarray) -> _Ranked:
-        order = np.argsort(scores, kind="stable")
-        sorted_scores = scores[order]
-        # Index of the distinct score value of every sorted row.
-        value_id = np.concatenate(([0], np.cumsum(sorted_scores[1:] != sorted_scores[:-1])))
-        is_pos = positive[order]
-        pos_rows, neg_rows = order[is_pos], order[~is_pos]
-        pos_vid, neg_vid = value_id[is_pos], value_id[~is_pos]
-        pos_starts = _run_starts(pos_vid)
-        pos_values = pos_vid[pos_starts]
-        # Number of negative rows with a smaller / smaller-or-equal score, per positive run.
-        neg_lo = np.searchsorted(neg_vid, pos_values, side="left")
-        neg_hi = np.searchsorted(neg_vid, pos_values, side="right")
-        pos_edges = np.append(pos_starts, pos_rows.size)
-        return cls(pos_rows, neg_rows, pos_edges, neg_lo, neg_hi)
-
-    def metrics(self, w_pos: np.ndarray, w_neg: np.ndarray) -> dict[str, np.ndarray]:
-        """AUROC and AP for weight rows ``w_pos`` (b, n_pos) and ``w_neg`` (b, n_neg).
-
-        The columns are in the order of ``pos_rows`` / ``neg_rows``. Returns (b,) arrays, NaN
-        where a weight row has no positive or no negative weight.
-        """
-        b = w_pos.shape[0]
-        if w_pos.shape[1] == 0 or w_neg.shape[1] == 0:
-            nan = np.full(b, np.nan)
-            return {"auroc": nan, "auprc": nan.copy()}
-        cum_p = _cumsum0(w_pos)  # (b, n_pos + 1)
-        cum_n = _cumsum0(w_neg)  # (b, n_neg + 1)
-        at_edges = np.take(cum_p, self.pos_edges, axis=1)
-        p = np.diff(at_edges, axis=1)  # weight of each positive run
-        p_before = at_edges[:, :-1]  # positive weight below each run
-        p_tot = cum_p[:, -1]
-        n_tot = cum_n[:, -1]
-        below = np.take(cum_n, self.neg_lo, axis=1)  # negative weight below each positive run
-        below_or_tie = np.take(cum_n, self.neg_hi, axis=1)  # ... at or below it
-        valid = (p_tot > 0) & (n_tot > 0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            auroc = (p * (below + below_or_tie)).sum(axis=1) / (2.0 * p_tot * n_tot)
-            # TP / FP weight at or above each positive run's score.
-            tp = p_tot[:, None] - p_before
-            fp = n_tot[:, None] - below
-            prec = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=p > 0)
-            auprc = (p * prec).sum(axis=1) / p_tot
-        auroc[~valid] = np.nan
-        auprc[~valid] = np.nan
-        return {"auroc": auroc, "auprc": auprc}
-
-
-def _cumsum0(w: np.ndarray) -> np.ndarray:
-    """Row-wise cumulative sums with a leading 0 column: (b, m) -> (b, m + 1)."""
-    out = np.empty((w.shape[0], w.shape[1] + 1))
-    out[:, 0] = 0.0
-    np.cumsum(w, axis=1, out=out[:, 1:])
-    return out
-
-
-def _run_starts(values: np.ndarray) -> np.ndarray:
-    if values.size == 0:
-        return np.zeros(0, dtype=np.intp)
-    return np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
-
-
-# --------------------------------------------------------------------------- weighted metrics
-def _weighted(scores: Any, y: Any, weights: Any | None) -> tuple[dict[str, np.ndarray], bool]:
-    s, positive = _check_scores_labels(scores, y)
-    if weights is None:
-        w = np.ones((1, s.size))
-        single = True
-    else:
-        w = np.asarray(weights, dtype=np.float64)
-        single = w.ndim == 1
-        w = np.atleast_2d(w)
-        if w.ndim != 2 or w.shape[1] != s.size:
-            raise ValueError(
-                f"weights must have shape ({s.size},) or (B, {s.size}), got {np.shape(weights)}"
-            )
-        if not np.isfinite(w).all() or (w < 0).any():
-            raise ValueError("weights must be finite and non-negative")
-    ranked = _Ranked.build(s, positive)
-    return ranked.metrics(w[:, ranked.pos_rows], w[:, ranked.neg_rows]), single
-
-
-def weighted_auroc(scores: Any, y: Any, weights: Any | None = None) -> float | np.ndarray:
-    """AUROC with non-negative sample weights, for one weight vector or a ``(B, n)`` matrix.
-
-    ``sum_{i pos, j neg} w_i w_j ([s_i > s_j] + [s_i = s_j] / 2) / (W_pos W_neg)``; equal to
-    ``sklearn.metrics.roc_auc_score(y, scores, sample_weight=w)``.
-
-    Args:
-        scores: (n,) finite scores, higher = more likely positive.
-        y: (n,) binary labels (bool or 0/1).
-        weights: None (all 1), (n,) or (B, n) non-negative weights.
-
-    Returns:
-        a float for ``None`` / (n,) weights, a (B,) array for (B, n); NaN where the weighted
-        rows hold no positive or no negative.
-    """
-    out, single = _weighted(scores, y, weights)
-    return float(out["auroc"][0]) if single else out["auroc"]
-
-
-def weighted_average_precision(
-    scores: Any, y: Any, weights: Any | None = None
-) -> float | np.ndarray:
-    """Average precision (AUPRC, step-wise) with sample weights; vectorised over weight rows.
-
-    ``AP = sum_v (P_v / P_tot) * TP_{>=v} / (TP_{>=v} + FP_{>=v})`` over distinct score values
-    ``v``; equal to ``sklearn.metrics.average_precision_score(y, scores, sample_weight=w)``.
-    Arguments and return as :func:`weighted_auroc`.
-    """
-    out, single = _weighted(scores, y, weights)
-    return float(out["auprc"][0]) if single else out["auprc"]
 
 
 # --------------------------------------------------------------------------- resampling
@@ -392,12 +206,12 @@ def _bootstrap_many(
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:
         raise ValueError(f"metrics must be a non-empty subset of {METRICS}, got {list(metrics)}")
-    checked = [_check_scores_labels(s, y, f"scores[{i}]") for i, s in enumerate(score_list)]
+    checked = [check_scores_labels(s, y, f"scores[{i}]") for i, s in enumerate(score_list)]
     positive = checked[0][1]
     n = positive.size
-    base = _base_weights(weights, n)
+    base = check_weights(weights, n)
     row_group, n_groups = _group_index(groups, n)
-    ranked = [_Ranked.build(s, positive) for s, _ in checked]
+    ranked = [RankedScores.build(s, positive) for s, _ in checked]
     # Group index of each positive / negative column, in each score vector's sorted order.
     cols = [(row_group[r.pos_rows], row_group[r.neg_rows]) for r in ranked]
     scale = [(None, None) if base is None else (base[r.pos_rows], base[r.neg_rows]) for r in ranked]
@@ -417,12 +231,25 @@ def _bootstrap_many(
 
 
 # --------------------------------------------------------------------------- intervals
+class _Interval:
+    """``as_dict`` of the interval records below (dataclasses with ``low`` and ``high``)."""
+
+    low: float | None
+    high: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``ci`` = ``[low, high]`` or None)."""
+        out = asdict(self)  # type: ignore[call-overload]
+        out["ci"] = None if self.low is None else [self.low, self.high]
+        return out
+
+
 @dataclass(frozen=True)
-class MetricCI:
+class MetricCI(_Interval):
     """A point estimate with its percentile bootstrap interval.
 
     Attributes:
-        estimate: the metric on the original rows (all weights 1).
+        estimate: the metric on the original rows (with the evaluation weights, if any).
         low, high: percentile interval bounds (None when no resample was valid).
         std: standard deviation of the valid resample values (ddof=1; the bootstrap SE).
         mean: mean of the valid resample values.
@@ -441,12 +268,6 @@ class MetricCI:
     n_resamples: int
     n_valid: int
     unit: str
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (``ci`` = ``[low, high]`` or None)."""
-        out = asdict(self)
-        out["ci"] = None if self.low is None else [self.low, self.high]
-        return out
 
 
 def percentile_interval(
@@ -513,9 +334,9 @@ def bootstrap_ci(
         ValueError: bad shapes, non-finite scores, non-binary y, or a single class in y.
     """
     _check_resamples(n_resamples, confidence)
-    s, positive = _check_scores_labels(scores, y)
+    s, positive = check_scores_labels(scores, y)
     _require_both_classes(positive)
-    point, _ = _weighted(s, positive, _base_weights(weights, s.size))
+    point = weighted_metrics(s, positive, check_weights(weights, s.size))
     values = bootstrap_metrics(
         s, positive, groups, n_resamples, seed, metrics, chunk_size, weights=weights
     )
@@ -526,6 +347,7 @@ def bootstrap_ci(
 
 
 def _require_both_classes(positive: np.ndarray) -> None:
+    """Raise ``ValueError`` unless the bool labels hold positives and negatives."""
     n_pos = int(positive.sum())
     if n_pos == 0 or n_pos == positive.size:
         which = "positive" if n_pos else "negative"
@@ -536,7 +358,7 @@ def _require_both_classes(positive: np.ndarray) -> None:
 
 
 @dataclass(frozen=True)
-class PairedDifference:
+class PairedDifference(_Interval):
     """Paired bootstrap of ``metric(scores_a) - metric(scores_b)`` on the same resamples.
 
     Attributes:
@@ -561,12 +383,6 @@ class PairedDifference:
     n_resamples: int
     n_valid: int
     unit: str
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (``ci`` = ``[low, high]`` or None)."""
-        out = asdict(self)
-        out["ci"] = None if self.low is None else [self.low, self.high]
-        return out
 
 
 def paired_bootstrap_difference(
@@ -602,12 +418,12 @@ def paired_bootstrap_difference(
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     _check_resamples(n_resamples, confidence)
-    a, positive = _check_scores_labels(scores_a, y, "scores_a")
-    b, _ = _check_scores_labels(scores_b, y, "scores_b")
+    a, positive = check_scores_labels(scores_a, y, "scores_a")
+    b, _ = check_scores_labels(scores_b, y, "scores_b")
     _require_both_classes(positive)
-    base = _base_weights(weights, a.size)
-    point_a, _ = _weighted(a, positive, base)
-    point_b, _ = _weighted(b, positive, base)
+    base = check_weights(weights, a.size)
+    point_a = weighted_metrics(a, positive, base)
+    point_b = weighted_metrics(b, positive, base)
     va, vb = _bootstrap_many(
         [a, b], positive, groups, n_resamples, seed, [metric], chunk_size, weights
     )

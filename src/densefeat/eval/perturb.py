@@ -1,8 +1,8 @@
-"""Test-time perturbations for the robustness evaluation (DESIGN.md, "Evaluation protocol").
+"""Test-time perturbations for the robustness evaluation (docs/design.md, "Evaluation protocol").
 
 EHR perturbations are pure seeded functions ``(batch, level, generator, ...) -> EventBatch`` on
-an :class:`~densefeat.data.history.EventBatch`; text perturbations go through
-:func:`densefeat.data.text_views.perturb_texts`. The DESIGN.md grid:
+an :class:`~densefeat.data.ehr.EventBatch`; text perturbations go through
+:func:`densefeat.data.text.views.perturb_texts`. The docs/design.md grid:
 
 =================  ======================  ==================================================
 name               levels                  meaning of ``level``
@@ -25,7 +25,7 @@ Guarantees of every EHR perturbation (tested):
 * the identity at level 0.
 
 Randomness. ``generator`` is either a :class:`torch.Generator` (draws of shape ``(B, L)``
-consumed in a fixed order, as :mod:`densefeat.data.views` does: the perturbation of a row
+consumed in a fixed order, as :mod:`densefeat.data.ehr.views` does: the perturbation of a row
 then depends on its position in the batch) or a :class:`KeyedRandom`, a counter-based source
 whose uniform draw for an event is a hash of ``(seed, perturbation, subject_id,
 prediction_time, rank of the event counted from the most recent)``. With :class:`KeyedRandom`
@@ -43,10 +43,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from ..data.history import DAYS_PER_YEAR, N_RESERVED, EventBatch
-from ..data.text_views import perturb_texts
-from ..data.views import event_dropout as _views_event_dropout
-from ..data.views import keep_events
+from ..data.ehr.batch import DAYS_PER_YEAR, N_RESERVED, EventBatch
+from ..data.ehr.views import event_dropout as _views_event_dropout
+from ..data.ehr.views import keep_events
+from ..data.text.views import perturb_texts
 
 __all__ = [
     "EHR_PERTURBATIONS",
@@ -107,7 +107,7 @@ class KeyedRandom:
     ``h = mix(mix(mix(mix(mix(seed) ^ s) ^ subject_id_i) ^ prediction_time_i) ^ r)``,
     ``mix`` SplitMix64's finaliser and ``r = L - 1 - p`` the rank of the event counted from
     the row's most recent event (0). ``u`` is an exact float32 in ``[0, 1)``. On a batch that
-    was just gathered from an :class:`~densefeat.data.history.EventStore`, ``r`` identifies
+    was just gathered from an :class:`~densefeat.data.ehr.EventStore`, ``r`` identifies
     the event, so the draw is a property of the event, not of the batch.
 
     Attributes:
@@ -149,7 +149,7 @@ def _draw(batch: EventBatch, generator: Randomness, stream: int) -> torch.Tensor
 def _keep_one(batch: EventBatch, keep: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """``keep`` plus, for rows with events but none kept, the real event with the largest ``u``.
 
-    The rule of :func:`densefeat.data.views.event_dropout`, for the keyed route.
+    The rule of :func:`densefeat.data.ehr.views.event_dropout`, for the keyed route.
     """
     empty = ~(keep & batch.mask).any(dim=1) & batch.mask.any(dim=1)
     if not bool(empty.any()):
@@ -167,11 +167,11 @@ def _keep_one(batch: EventBatch, keep: torch.Tensor, u: torch.Tensor) -> torch.T
 def event_dropout(batch: EventBatch, level: float, generator: Randomness) -> EventBatch:
     """Remove each real event independently with probability ``level`` (>= 1 kept per row).
 
-    With a :class:`torch.Generator` this *is* :func:`densefeat.data.views.event_dropout`
+    With a :class:`torch.Generator` this *is* :func:`densefeat.data.ehr.views.event_dropout`
     (same draws, same result). With a :class:`KeyedRandom` the same rule runs on keyed draws:
     event ``j`` is kept iff ``u_j >= level``; a non-empty row whose events would all go keeps
     the one with the largest draw. ``delta_t`` of a kept event becomes the gap to the nearest
-    kept earlier event (what the model sees), as in :func:`densefeat.data.views.keep_events`.
+    kept earlier event (what the model sees), as in :func:`densefeat.data.ehr.views.keep_events`.
 
     The number of removed events of a row with ``n`` events is Binomial(n, level), except that
     a row never loses its last event.
@@ -221,7 +221,7 @@ def time_jitter(batch: EventBatch, level: float, generator: Randomness) -> Event
       the linear function of the (moved) time, the static age at the prediction time is
       unchanged.
 
-    ``J`` is 1 day for EHR and 1 hour (``1/24``) for ICU data (DESIGN.md). The float32
+    ``J`` is 1 day for EHR and 1 hour (``1/24``) for ICU data (docs/design.md). The float32
     ``time_before_prediction`` resolves 2**-9 day (169 s) at 89 years before the prediction
     time, well below either ``J``.
 
@@ -288,7 +288,7 @@ def code_noise(
 ) -> EventBatch:
     """Replace each real event's code, with probability ``level``, by another code at random.
 
-    Vocabulary layout (:class:`~densefeat.data.history.Vocabulary`): id 0 is ``PAD``, id 1 is
+    Vocabulary layout (:class:`~densefeat.data.ehr.Vocabulary`): id 0 is ``PAD``, id 1 is
     ``UNK``, ids ``2 .. vocab_size - 1`` are the timed codes kept in training. Static codes
     (events without a time) have no id: they live in ``EventBatch.static`` and are never
     touched. A replaced event gets a code drawn uniformly from the timed codes **other than
@@ -349,7 +349,7 @@ PERTURBATION_FUNCTIONS: dict[str, Callable[..., EventBatch]] = {
     "code_noise": code_noise,
 }
 
-#: DESIGN.md levels for longitudinal EHR (time jitter J = 1 day).
+#: docs/design.md levels for longitudinal EHR (time jitter J = 1 day).
 EHR_PERTURBATIONS: dict[str, tuple[float, ...]] = {
     "event_dropout": (0.1, 0.3, 0.5),
     "time_jitter": (1.0,),
@@ -359,7 +359,7 @@ EHR_PERTURBATIONS: dict[str, tuple[float, ...]] = {
 PERTURBATIONS = EHR_PERTURBATIONS
 #: ICU stays: time jitter J = 1 hour.
 ICU_PERTURBATIONS: dict[str, tuple[float, ...]] = {**EHR_PERTURBATIONS, "time_jitter": (1 / 24,)}
-#: Clinical text, through :func:`densefeat.data.text_views.perturb_texts`.
+#: Clinical text, through :func:`densefeat.data.text.views.perturb_texts`.
 TEXT_PERTURBATIONS: dict[str, tuple[float, ...]] = {
     "token_dropout": (0.1, 0.3),
     "sentence_dropout": (0.1, 0.3),
@@ -402,7 +402,7 @@ def perturb(
 def perturb_text(texts: Sequence[str], name: str, level: float, seed: int) -> list[str]:
     """Token or sentence dropout of texts (text ``i`` seeded by ``(seed, i)``).
 
-    A thin, checked front of :func:`densefeat.data.text_views.perturb_texts`: a text never
+    A thin, checked front of :func:`densefeat.data.text.views.perturb_texts`: a text never
     becomes empty (one unit is kept), and ``level = 0`` returns the texts unchanged.
 
     Args:

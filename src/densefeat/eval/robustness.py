@@ -1,4 +1,4 @@
-"""Robustness of frozen EHR embeddings to test-time perturbations (DESIGN.md, "Robustness").
+"""Robustness of frozen EHR embeddings to test-time perturbations (docs/design.md, Robustness).
 
 Protocol: embed the same evaluation rows clean and perturbed (:func:`embed_perturbed`, grid in
 :mod:`densefeat.eval.perturb`), then report (i) the drop of linear-probe AUROC when a probe
@@ -26,21 +26,17 @@ import polars as pl
 import torch
 from torch import nn
 
-from ..data.history import EventBatch, EventStore
+from ..data.ehr.batch import EventBatch
+from ..data.ehr.store import EventStore
 from ..functional import chance_subspace_distance, subspace_distance
+from ..train.modalities.ehr import encode_histories, row_times
 from .perturb import PERTURBATION_FUNCTIONS, PERTURBATIONS, KeyedRandom
 
-__all__ = ["embed_batches", "embed_perturbed", "embedding_drift", "robustness_sweep"]
+__all__ = ["embed_perturbed", "embedding_drift", "perturbed_histories", "robustness_sweep"]
 
 #: A perturbation: a name from :data:`~densefeat.eval.perturb.PERTURBATION_FUNCTIONS`, a
 #: function ``(batch, level, generator, **kw) -> EventBatch``, or None (clean).
 PerturbationArg = str | Callable[..., EventBatch] | None
-
-
-def _rows_arrays(rows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    sid = rows["subject_id"].cast(pl.Int64).to_numpy()
-    pt = rows["prediction_time"].cast(pl.Datetime("us")).cast(pl.Int64).to_numpy()
-    return sid, pt
 
 
 def _resolve(perturbation: PerturbationArg) -> Callable[..., EventBatch] | None:
@@ -54,85 +50,46 @@ def _resolve(perturbation: PerturbationArg) -> Callable[..., EventBatch] | None:
     return PERTURBATION_FUNCTIONS[perturbation]
 
 
-@torch.no_grad()
-def embed_batches(
-    encoder: nn.Module,
-    store: EventStore,
-    subject_id: np.ndarray,
-    prediction_time: np.ndarray,
-    max_len: int,
-    *,
-    batch_size: int = 512,
-    device: torch.device | str = "cpu",
-    transform: Callable[[EventBatch], EventBatch] | None = None,
-) -> tuple[np.ndarray, int, int]:
-    """Embeddings (n, d) float32 of rows gathered from ``store``, each batch optionally transformed.
-
-    The route of :func:`densefeat.train.loop.embed_rows` (eval mode, gather, forward) with a
-    hook: ``transform`` maps each gathered (CPU) batch to the batch the encoder sees, and the
-    result is checked with :meth:`EventBatch.validate` (no event after the prediction time)
-    before it reaches the encoder.
-
-    Returns:
-        ``(z, events_in, events_out)``: embeddings in row order and the number of real events
-        before and after ``transform``.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    was_training = encoder.training
-    encoder.eval()
-    out, n_in, n_out = [], 0, 0
-    try:
-        for lo in range(0, len(subject_id), batch_size):
-            sl = slice(lo, lo + batch_size)
-            batch = store.gather(subject_id[sl], prediction_time[sl], max_len)
-            n_in += int(batch.mask.sum())
-            if transform is not None:
-                batch = transform(batch).validate()
-            n_out += int(batch.mask.sum())
-            out.append(encoder(batch.to(device)).float().cpu().numpy())
-    finally:
-        encoder.train(was_training)
-    dim = int(getattr(encoder, "embed_dim", 0))
-    z = np.concatenate(out) if out else np.zeros((0, dim), np.float32)
-    return z, n_in, n_out
-
-
-def _embed_perturbed(
+def perturbed_histories(
     encoder: nn.Module,
     store: EventStore,
     rows: pl.DataFrame,
-    max_len: int,
     perturbation: PerturbationArg,
     level: float,
     seed: int,
-    batch_size: int,
-    device: torch.device | str,
-    kwargs: dict[str, Any],
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+    **kwargs: Any,
 ) -> tuple[np.ndarray, int, int]:
+    """:func:`embed_perturbed`, also returning the real events before and after perturbing.
+
+    Returns:
+        ``(z, events_in, events_out)``.
+    """
     fn = _resolve(perturbation)
     if fn is not None and fn is PERTURBATION_FUNCTIONS["code_noise"]:
         kwargs.setdefault("vocab_size", int(encoder.config.vocab_size))
     gen = KeyedRandom(int(seed))
-    transform = None if fn is None else (lambda b: fn(b, level, gen, **kwargs))
-    sid, pt = _rows_arrays(rows)
-    return embed_batches(
-        encoder,
-        store,
-        sid,
-        pt,
-        max_len,
-        batch_size=batch_size,
-        device=device,
-        transform=transform,
-    )
+    counts = [0, 0]
+
+    def transform(batch: EventBatch) -> EventBatch:
+        counts[0] += int(batch.mask.sum())
+        if fn is not None:
+            batch = fn(batch, level, gen, **kwargs)
+        counts[1] += int(batch.mask.sum())
+        return batch
+
+    sid, pt = row_times(rows)
+    z = encode_histories(
+        encoder, store, sid, pt, batch_size=batch_size, device=device, transform=transform
+    ).backbone
+    return z, counts[0], counts[1]
 
 
 def embed_perturbed(
     encoder: nn.Module,
     store: EventStore,
     rows: pl.DataFrame,
-    max_len: int,
     perturbation: PerturbationArg,
     level: float,
     seed: int,
@@ -142,7 +99,8 @@ def embed_perturbed(
 ) -> np.ndarray:
     """Backbone embeddings (n, d) float32 of ``rows`` under a test-time perturbation.
 
-    Same rows, same order and same route as :func:`densefeat.train.loop.embed_rows`; each
+    Same rows, same order and same route as the clean embeddings
+    (:func:`densefeat.train.modalities.ehr.encode_histories`, cut to the store's ``max_len``); each
     gathered batch is perturbed before the encoder sees it. The randomness is a
     :class:`~densefeat.eval.perturb.KeyedRandom` of ``seed``: an event's draw depends only on
     ``(seed, perturbation, subject_id, prediction_time, its rank from the most recent event)``,
@@ -155,7 +113,6 @@ def embed_perturbed(
             :class:`EventBatch` to (B, d)).
         store: the encoded events.
         rows: ``subject_id``, ``prediction_time`` (naive Datetime).
-        max_len: L, as for the clean embeddings.
         perturbation: ``"event_dropout"``, ``"time_jitter"``, ``"code_noise"``, a function
             ``(batch, level, generator, **kwargs) -> EventBatch``, or None.
         level: the perturbation's level (see :mod:`densefeat.eval.perturb`).
@@ -168,10 +125,9 @@ def embed_perturbed(
     Returns:
         (n, d) float32, row ``i`` the embedding of ``rows[i]``.
     """
-    z, _, _ = _embed_perturbed(
-        encoder, store, rows, max_len, perturbation, level, seed, batch_size, device, kwargs
-    )
-    return z
+    return perturbed_histories(
+        encoder, store, rows, perturbation, level, seed, batch_size, device, **kwargs
+    )[0]
 
 
 def embedding_drift(z_clean: Any, z_pert: Any, k: int = 16) -> dict[str, float]:
@@ -244,7 +200,6 @@ def robustness_sweep(
     encoder: nn.Module,
     store: EventStore,
     rows: pl.DataFrame,
-    max_len: int,
     *,
     perturbations: Mapping[str, Sequence[float]] = PERTURBATIONS,
     seed: int = 0,
@@ -257,9 +212,9 @@ def robustness_sweep(
     """Embed ``rows`` under every ``(perturbation, level)`` of a grid and measure the drift.
 
     Args:
-        encoder, store, rows, max_len, seed, batch_size, device, kwargs: as
+        encoder, store, rows, seed, batch_size, device, kwargs: as
             :func:`embed_perturbed`.
-        perturbations: ``{name: levels}``, by default the EHR grid of DESIGN.md
+        perturbations: ``{name: levels}``, by default the EHR grid of docs/design.md
             (:data:`~densefeat.eval.perturb.PERTURBATIONS`; use ``ICU_PERTURBATIONS`` for ICU
             stays).
         k: subspace dimension of the drift's ``subspace_distance``.
@@ -274,15 +229,13 @@ def robustness_sweep(
         the probe's AUROC drop), plus the clean ones under ``("clean", 0.0)``.
     """
     if z_clean is None:
-        z_clean = embed_perturbed(
-            encoder, store, rows, max_len, None, 0.0, seed, batch_size, device
-        )
+        z_clean = embed_perturbed(encoder, store, rows, None, 0.0, seed, batch_size, device)
     embeddings: dict[tuple[str, float], np.ndarray] = {("clean", 0.0): z_clean}
     records = []
     for name, levels in perturbations.items():
         for level in levels:
-            z, n_in, n_out = _embed_perturbed(
-                encoder, store, rows, max_len, name, level, seed, batch_size, device, dict(kwargs)
+            z, n_in, n_out = perturbed_histories(
+                encoder, store, rows, name, level, seed, batch_size, device, **kwargs
             )
             embeddings[(name, float(level))] = z
             record: dict[str, Any] = {

