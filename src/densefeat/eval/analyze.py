@@ -27,9 +27,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import torch
 
-from ..functional import isotropic_reference
+from ..functional.reference import isotropic_reference
 from ..io import EmbeddingSource, iter_paired_chunks, open_embeddings
 from ..metrics import CenteredNormAccumulator, CovarianceAccumulator
 
@@ -97,25 +96,18 @@ def _describe(src: EmbeddingSource, metrics: dict[str, Any], k: int) -> dict[str
     return out
 
 
-def _tensors(chunks: Iterator[np.ndarray]) -> Iterator[torch.Tensor]:
-    # Hand the accumulator tensors, not arrays: it then skips a second NumPy validation
-    # (the reader already checked dtype and finiteness, naming the file and row).
-    for chunk in chunks:
-        yield torch.from_numpy(chunk)
-
-
 def _analyze_single(src: EmbeddingSource, k: int, chunk_rows: int | None) -> dict[str, Any]:
     acc = CovarianceAccumulator()
-    for chunk in _tensors(src.chunks(chunk_rows)):
+    for chunk in src.chunks(chunk_rows):
         acc.update(chunk)
     return _describe(src, acc.compute(), k)
 
 
 def _lockstep(
     src_a: EmbeddingSource, src_b: EmbeddingSource, chunk_rows: int | None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    for a, b in iter_paired_chunks(src_a.chunks(chunk_rows), src_b.chunks(chunk_rows)):
-        yield torch.from_numpy(a), torch.from_numpy(b)
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    # NumPy chunks straight into the accumulators: the covariance route never imports torch.
+    return iter_paired_chunks(src_a.chunks(chunk_rows), src_b.chunks(chunk_rows))
 
 
 def _analyze_pair(
@@ -128,7 +120,7 @@ def _analyze_pair(
     metrics = acc.compute(k_used)
     geometry_b = metrics.pop("b")
     # Second pass: the debiased CKA needs per-row norms around the final means.
-    norms = CenteredNormAccumulator(acc.mean_a, acc.mean_b)
+    norms = CenteredNormAccumulator.for_accumulator(acc)
     for a, b in _lockstep(src_a, src_b, chunk_rows):
         norms.update(a, b)
     metrics["linear_cka_debiased"] = norms.linear_cka_debiased(acc)

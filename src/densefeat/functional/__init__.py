@@ -1,80 +1,65 @@
 """Pure tensor functions: geometry metrics, dense-feature objectives and baseline losses.
 
-Imports torch (and NumPy for array inputs) only. Metrics take (n, d) tensors or arrays and
+Imports torch (and NumPy for array inputs) only. Names are imported on first use: the covariance
+route of the metrics (:mod:`~densefeat.functional.spectrum`,
+:mod:`~densefeat.functional.subspace`, :mod:`~densefeat.functional.reference`) is NumPy, so
+``densefeat analyze`` never pays for importing torch. Metrics take (n, d) tensors or arrays and
 return float64 Python numbers; objectives take tensors and return 0-d tensors.
 """
 
-from .baselines import barlow_twins_loss, info_nce_loss, vicreg_loss
-from .moments import Moments, moments
-from .objectives import (
-    DEFAULT_WEIGHTS,
-    dense_feature_loss,
-    dense_feature_loss_from_moments,
-    feature_orthogonality_loss,
-    spectral_balance_loss,
-    subspace_consistency_loss,
-)
-from .reference import isotropic_reference
-from .spectrum import (
-    AlphaReq,
-    Spectrum,
-    alpha_req,
-    condition_number,
-    condition_number_k,
-    condition_number_reason,
-    effective_rank,
-    effective_rank_eig,
-    geometry,
-    numerical_rank,
-    participation_ratio,
-    rankme,
-    spectral_entropy,
-    spectrum,
-    spectrum_from_covariance,
-    stable_rank,
-)
-from .subspace import (
-    chance_subspace_distance,
-    linear_cka,
-    linear_cka_debiased,
-    principal_angles,
-    subspace_distance,
-    subspace_distance_feature,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_WEIGHTS",
-    "AlphaReq",
-    "Moments",
-    "Spectrum",
-    "alpha_req",
-    "barlow_twins_loss",
-    "chance_subspace_distance",
-    "condition_number",
-    "condition_number_k",
-    "condition_number_reason",
-    "dense_feature_loss",
-    "dense_feature_loss_from_moments",
-    "effective_rank",
-    "effective_rank_eig",
-    "feature_orthogonality_loss",
-    "geometry",
-    "info_nce_loss",
-    "isotropic_reference",
-    "linear_cka",
-    "linear_cka_debiased",
-    "moments",
-    "numerical_rank",
-    "participation_ratio",
-    "principal_angles",
-    "rankme",
-    "spectral_balance_loss",
-    "spectral_entropy",
-    "spectrum",
-    "spectrum_from_covariance",
-    "stable_rank",
-    "subspace_consistency_loss",
-    "subspace_distance",
-    "subspace_distance_feature",
-    "vicreg_loss",
-]
+from importlib import import_module
+from typing import Any
+
+#: Public name -> the submodule that defines it.
+_EXPORTS: dict[str, str] = {
+    "AlphaReq": "spectrum",
+    "DEFAULT_WEIGHTS": "objectives",
+    "Moments": "moments",
+    "Spectrum": "spectrum",
+    "alpha_req": "spectrum",
+    "barlow_twins_loss": "baselines",
+    "chance_subspace_distance": "subspace",
+    "condition_number": "spectrum",
+    "condition_number_k": "spectrum",
+    "condition_number_reason": "spectrum",
+    "dense_feature_loss": "objectives",
+    "dense_feature_loss_from_moments": "objectives",
+    "effective_rank": "spectrum",
+    "effective_rank_eig": "spectrum",
+    "feature_orthogonality_loss": "objectives",
+    "geometry": "spectrum",
+    "info_nce_loss": "baselines",
+    "isotropic_reference": "reference",
+    "linear_cka": "subspace",
+    "linear_cka_debiased": "subspace",
+    "moments": "moments",
+    "numerical_rank": "spectrum",
+    "participation_ratio": "spectrum",
+    "principal_angles": "subspace",
+    "rankme": "spectrum",
+    "spectral_balance_loss": "objectives",
+    "spectral_entropy": "spectrum",
+    "spectrum": "spectrum",
+    "spectrum_from_covariance": "spectrum",
+    "stable_rank": "spectrum",
+    "subspace_consistency_loss": "objectives",
+    "subspace_distance": "subspace",
+    "subspace_distance_feature": "subspace",
+    "vicreg_loss": "baselines",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
