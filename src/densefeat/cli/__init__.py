@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "analyze": ("densefeat.cli.analyze", "geometry diagnostics of embedding files"),
     "benchmark": ("densefeat.cli.benchmark", "train every method, evaluate, write the report"),
     "convert": ("densefeat.cli.convert", "convert OMOP, FHIR or the default dataset to MEDS"),
+    "densify": ("densefeat.cli.densify", "fit / apply a dense-feature adapter to embeddings"),
     "demo": ("densefeat.cli.demo", "run the built-in demonstration on the default data"),
     "embed": ("densefeat.cli.embed", "embed a MEDS dataset with a trained run's encoder"),
     "probe": ("densefeat.cli.probe", "linear-probe AUROC/AUPRC of embeddings on labels"),
