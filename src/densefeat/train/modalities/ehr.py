@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ...data.ehr.batch import EventBatch
+from ...data.ehr.buckets import CPU_MAX_POSITIONS, GPU_MAX_POSITIONS, length_buckets
 from ...data.ehr.builder import HistoryBuilder
 from ...data.ehr.store import EventStore
 from ...data.ehr.windows import periodic_cuts, window_pairs
@@ -215,7 +216,6 @@ def build_ehr_network(cfg: TrainConfig, builder: HistoryBuilder) -> Network:
     return Network(encoder, head, method)
 
 
-@torch.no_grad()
 def encode_histories(
     encoder: nn.Module,
     store: EventStore,
@@ -226,46 +226,71 @@ def encode_histories(
     batch_size: int = 512,
     device: torch.device | str = "cpu",
     transform: Callable[[EventBatch], EventBatch] | None = None,
+    bucket: bool = True,
+    max_positions: int | None = None,
 ) -> Embeddings:
     """Embeddings of rows ``(subject_id[i], prediction_time[i])`` cut from ``store``.
+
+    Rows are batched by history length (:func:`~densefeat.data.ehr.buckets.length_buckets`)
+    under :func:`torch.inference_mode`, and returned in the given order: the same embeddings
+    as batching them in order (each row depends on its own events only; float rounding
+    aside, ~1e-7), at a fraction of the cost when lengths vary.
 
     Args:
         encoder: an EHR encoder (put in eval mode for the call, then restored).
         store: the events, encoded with the encoder's vocabulary (its ``max_len`` applies).
         subject_id, prediction_time: (n,) int64 rows (time in microseconds).
-        head: a projector to also pass the embeddings through (batch by batch).
-        batch_size: rows per forward pass.
+        head: a projector to also pass the embeddings through (batch by batch; in eval mode
+            too, so a BatchNorm uses its running statistics and rows do not depend on their
+            batch-mates).
+        batch_size: the most rows per forward pass.
         device: where the encoder runs.
         transform: maps each gathered (CPU) batch to the batch the encoder sees (a test-time
             perturbation); its output is validated (:meth:`EventBatch.validate`: no event after
-            its prediction time) before it reaches the encoder.
+            its prediction time) before it reaches the encoder. It must treat rows
+            independently of their batch-mates (as :class:`~densefeat.eval.perturb.KeyedRandom`
+            perturbations do), since bucketing regroups the rows.
+        bucket: sort rows into batches of similar length (False: batches in row order).
+        max_positions: the most token positions per pass; None: ``CPU_MAX_POSITIONS`` on CPU,
+            ``GPU_MAX_POSITIONS`` elsewhere.
 
     Returns:
         backbone (n, d) and, with ``head``, projector embeddings, float32, in row order.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    was_training = encoder.training
-    encoder.eval()
-    backbone, projector = [], []
-    try:
-        for lo in range(0, len(subject_id), batch_size):
-            sl = slice(lo, lo + batch_size)
-            batch = store.gather(subject_id[sl], prediction_time[sl])
-            if transform is not None:
-                batch = transform(batch).validate()
-            z = encoder(batch.to(device))
-            backbone.append(z.float().cpu().numpy())
-            if head is not None:
-                projector.append(head(z).float().cpu().numpy())
-    finally:
-        encoder.train(was_training)
+    subject_id = np.asarray(subject_id, dtype=np.int64)
+    prediction_time = np.asarray(prediction_time, dtype=np.int64)
+    n = len(subject_id)
+    if bucket:
+        if max_positions is None:
+            on_cpu = torch.device(device).type == "cpu"
+            max_positions = CPU_MAX_POSITIONS if on_cpu else GPU_MAX_POSITIONS
+        lengths = store.history_lengths(subject_id, prediction_time)
+        batches = length_buckets(lengths, batch_size, max_positions)
+    else:
+        batches = [np.arange(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
+    modules = [encoder] + ([head] if head is not None else [])
+    was_training = [m.training for m in modules]
+    for m in modules:
+        m.eval()
     d = int(encoder.embed_dim)
-    zb = np.concatenate(backbone) if backbone else np.zeros((0, d), np.float32)
-    if head is None:
-        return Embeddings(zb)
-    zp = np.concatenate(projector) if projector else np.zeros((0, head.d_out), np.float32)
-    return Embeddings(zb, zp)
+    zb = np.zeros((n, d), np.float32)
+    zp = np.zeros((n, head.d_out), np.float32) if head is not None else None
+    try:
+        with torch.inference_mode():
+            for rows in batches:
+                batch = store.gather(subject_id[rows], prediction_time[rows])
+                if transform is not None:
+                    batch = transform(batch).validate()
+                z = encoder(batch.to(device))
+                zb[rows] = z.float().cpu().numpy()
+                if zp is not None:
+                    zp[rows] = head(z).float().cpu().numpy()
+    finally:
+        for m, mode in zip(modules, was_training, strict=True):
+            m.train(mode)
+    return Embeddings(zb) if zp is None else Embeddings(zb, zp)
 
 
 def embed(
