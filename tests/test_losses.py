@@ -107,6 +107,21 @@ CASES: dict[str, Case] = {
         lambda a, b: subspace_consistency_loss(a, b),
         True,
     ),
+    "subspace_cca": (
+        lambda g: SubspaceConsistencyLoss(consistency="cca", gather_distributed=g),
+        lambda a, b: subspace_consistency_loss(a, b, consistency="cca"),
+        True,
+    ),
+    "subspace_shrunk_g05": (
+        lambda g: SubspaceConsistencyLoss(shrinkage=0.5, gather_distributed=g),
+        lambda a, b: subspace_consistency_loss(a, b, shrinkage=0.5),
+        True,
+    ),
+    "dense_cca": (
+        lambda g: DenseFeatureLoss(consistency="cca", gather_distributed=g),
+        lambda a, b: dense_feature_loss(a, b, consistency="cca"),
+        True,
+    ),
     "subspace_topk": (
         lambda g: SubspaceConsistencyLoss(top_k=2, gather_distributed=g),
         lambda a, b: subspace_consistency_loss(a, b, top_k=2),

@@ -69,6 +69,21 @@ def _np_sub(za, zb):
     return 1 - np.linalg.norm(t) ** 2 / min(ca.shape[0], cb.shape[0])
 
 
+def _np_sub_shrunk(za, zb, g=3.0):
+    """Independent reference of the "shrunk" form: whiten each side by the eigh inverse square
+    root of its shrunk covariance, then 1 - linear CKA of the whitened features (rows)."""
+    wa_ = _inv_sqrt(
+        _np_cov(za) + (g + 1e-4) * np.trace(_np_cov(za)) / za.shape[1] * np.eye(za.shape[1])
+    )
+    wb_ = _inv_sqrt(
+        _np_cov(zb) + (g + 1e-4) * np.trace(_np_cov(zb)) / zb.shape[1] * np.eye(zb.shape[1])
+    )
+    ua = (za - za.mean(0)) @ wa_
+    ub = (zb - zb.mean(0)) @ wb_
+    cka = np.linalg.norm(ua.T @ ub) ** 2 / (np.linalg.norm(ua.T @ ua) * np.linalg.norm(ub.T @ ub))
+    return 1 - cka
+
+
 def test_objectives_match_numpy():
     za, zb = _pair()
     assert F.spectral_balance_loss(_t(za)).item() == pytest.approx(_np_spec(za), rel=1e-10)
@@ -79,14 +94,24 @@ def test_objectives_match_numpy():
         _np_spec_entropy(za), rel=1e-8
     )
     assert F.feature_orthogonality_loss(_t(za)).item() == pytest.approx(_np_orth(za), rel=1e-10)
-    assert F.subspace_consistency_loss(_t(za), _t(zb)).item() == pytest.approx(
+    cca = {"consistency": "cca"}
+    assert F.subspace_consistency_loss(_t(za), _t(zb), **cca).item() == pytest.approx(
         _np_sub(za, zb), rel=1e-9
     )
     # different widths: canonical correlations over min(d_a, d_b)
-    assert F.subspace_consistency_loss(_t(za), _t(zb[:, :5])).item() == pytest.approx(
+    assert F.subspace_consistency_loss(_t(za), _t(zb[:, :5]), **cca).item() == pytest.approx(
         _np_sub(za, zb[:, :5]), rel=1e-9
     )
-    loss, terms = F.dense_feature_loss(_t(za), _t(zb), w_spec=0.5, w_orth=2.0, w_sub=3.0)
+    # the default "shrunk" form against whitening by eigh + CKA on rows, any g, any widths
+    for g in (0.0, 0.5, 3.0, 30.0):
+        got = F.subspace_consistency_loss(_t(za), _t(zb), shrinkage=g).item()
+        assert got == pytest.approx(_np_sub_shrunk(za, zb, g), rel=1e-9)
+    assert F.subspace_consistency_loss(_t(za), _t(zb[:, :5])).item() == pytest.approx(
+        _np_sub_shrunk(za, zb[:, :5]), rel=1e-9
+    )
+    loss, terms = F.dense_feature_loss(
+        _t(za), _t(zb), w_spec=0.5, w_orth=2.0, w_sub=3.0, consistency="cca"
+    )
     ref = (
         0.5 * (_np_spec(za) + _np_spec(zb))
         + 2.0 * (_np_orth(za) + _np_orth(zb))
@@ -94,6 +119,8 @@ def test_objectives_match_numpy():
     )
     assert loss.item() == pytest.approx(ref, rel=1e-10)
     assert terms["subspace_consistency"].item() == pytest.approx(_np_sub(za, zb), rel=1e-9)
+    _, terms = F.dense_feature_loss(_t(za), _t(zb))
+    assert terms["subspace_consistency"].item() == pytest.approx(_np_sub_shrunk(za, zb), rel=1e-9)
     assert not any(v.requires_grad for v in terms.values())
 
 

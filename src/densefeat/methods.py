@@ -217,7 +217,14 @@ def _pair_loss(module: nn.Module) -> LossFn:
 
 def _dense_loss(cfg: Any) -> LossFn:
     return _pair_loss(
-        DenseFeatureLoss(cfg.dense.w_spec, cfg.dense.w_orth, cfg.dense.w_sub, top_k=cfg.dense.top_k)
+        DenseFeatureLoss(
+            cfg.dense.w_spec,
+            cfg.dense.w_orth,
+            cfg.dense.w_sub,
+            top_k=cfg.dense.top_k,
+            consistency=cfg.dense.consistency,
+            shrinkage=cfg.dense.shrinkage,
+        )
     )
 
 

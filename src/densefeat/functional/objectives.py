@@ -26,6 +26,9 @@ from ._validation import as_matrix, check_pair
 from .moments import Moments, moments
 
 __all__ = [
+    "CONSISTENCY_FORMS",
+    "DEFAULT_CONSISTENCY",
+    "DEFAULT_SHRINKAGE",
     "DEFAULT_WEIGHTS",
     "dense_feature_loss",
     "dense_feature_loss_from_moments",
@@ -40,9 +43,18 @@ __all__ = [
 ]
 
 #: Term weights of :func:`dense_feature_loss`. Equal weights: every term is already on a
-#: [0, 1] scale. Not yet tuned on a tuning split (that needs the training pipeline); the
-#: benchmark's ablations (``w_* = 0``) show what each term contributes.
+#: [0, 1] scale. Their tuning on a tuning split is the benchmark's search (issue 11, item 4),
+#: not fixed here; the benchmark's ablations (``w_* = 0``) show what each term contributes.
 DEFAULT_WEIGHTS = {"w_spec": 1.0, "w_orth": 1.0, "w_sub": 1.0}
+
+#: Forms of the subspace-consistency term (:func:`subspace_consistency_loss`): ``"shrunk"``
+#: (default; CKA of shrinkage-whitened features, keeps the pairing signal at training batch
+#: sizes) and ``"cca"`` (the first form, 1 - mean squared canonical correlation; near its chance
+#: level 1 - d/(n-1) unless n >> d). Chosen with benchmarks/consistency_levers.py.
+CONSISTENCY_FORMS = ("shrunk", "cca")
+DEFAULT_CONSISTENCY = "shrunk"
+#: Shrinkage ``g`` of the whitening in the ``"shrunk"`` form: ``C + g tr(C)/d I``.
+DEFAULT_SHRINKAGE = 3.0
 
 _VAR_EPS = 1e-4  # VICReg's eps inside the sqrt of the variance hinge
 _RIDGE = 1e-4  # relative ridge: eps = 1e-4 * tr(C) / d
@@ -221,10 +233,72 @@ def _whitened_cross_sq(ca: Tensor, cb: Tensor, cab: Tensor) -> Tensor:
     return _WhitenedCrossSq.apply(ca + _ridge(ca) * eye_a, cab, cb + _ridge(cb) * eye_b)
 
 
-def subspace_consistency_from_moments(m: Moments, top_k: int | None = None) -> Tensor:
-    """Whitened cross-covariance loss from paired moments; see :func:`subspace_consistency_loss`."""
+class _SPDInverse(torch.autograd.Function):
+    """``M^-1`` of a symmetric positive definite ``M`` by Cholesky (``cholesky_inverse``).
+
+    Backward ``dL/dM = -M^-1 sym(G) M^-1`` with ``sym(G) = (G + G^T) / 2``: ``M`` is symmetric
+    (a covariance plus a ridge), so only the symmetric part of the upstream gradient is a
+    derivative along symmetric perturbations, and the covariance's backward expects a symmetric
+    gradient. Two matmuls, instead of autograd through the factorisation.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, m: Tensor) -> Tensor:
+        inv = torch.cholesky_inverse(_cholesky(m, "subspace_consistency_loss"))
+        ctx.save_for_backward(inv)
+        return inv
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (inv,) = ctx.saved_tensors
+        return -inv @ (0.5 * (grad + grad.mT)) @ inv
+
+
+def _shrunk_inverse(c: Tensor, shrinkage: float) -> Tensor:
+    """``(C + (g + 1e-4) tr(C)/d I)^-1``: the shrinkage target is the isotropic matrix of the
+    same trace (Ledoit & Wolf 2004); the ``1e-4`` ridge keeps ``g = 0`` positive definite."""
+    d = c.shape[0]
+    shift = (shrinkage + _RIDGE) * c.diagonal().sum() / d + _TINY
+    return _SPDInverse.apply(c + shift * torch.eye(d, dtype=c.dtype, device=c.device))
+
+
+def _shrunk_cka(ca: Tensor, cb: Tensor, cab: Tensor, shrinkage: float) -> Tensor:
+    """``tr(A^-1 C_ab B^-1 C_ab^T) / sqrt(tr((A^-1 C_a)^2) tr((B^-1 C_b)^2))``.
+
+    ``A, B`` the shrunk covariances. Equal to linear CKA between the whitened features
+    ``za A^-1/2`` and ``zb B^-1/2`` (their covariances are ``A^-1/2 C_a A^-1/2``, and
+    ``tr(A^-1 C_a A^-1 C_a) = ||A^-1/2 C_a A^-1/2||_F^2``), so it lies in [0, 1] by Cauchy-
+    Schwarz. Each trace of a product of two matrices is a sum of an elementwise product:
+    ``tr(X Y) = sum(X * Y^T)``; no square root of a matrix is formed.
+    """
+    ainv = _shrunk_inverse(ca, shrinkage)
+    binv = _shrunk_inverse(cb, shrinkage)
+    cross = ((ainv @ cab) * (cab @ binv)).sum()
+    pa = ainv @ ca
+    pb = binv @ cb
+    norm_sq = (pa * pa.mT).sum() * (pb * pb.mT).sum()
+    # An all-constant batch has pa = pb = cross = 0. The floor inside the square root keeps
+    # both the value (0 / tiny: the loss is 1) and sqrt's gradient at 0 finite.
+    return cross / (norm_sq + _TINY**2).sqrt()
+
+
+def _check_consistency(consistency: str, shrinkage: float) -> None:
+    if consistency not in CONSISTENCY_FORMS:
+        raise ValueError(f"consistency must be 'shrunk' or 'cca', got {consistency!r}")
+    if not (math.isfinite(shrinkage) and shrinkage >= 0.0):
+        raise ValueError(f"shrinkage must be a finite number >= 0, got {shrinkage!r}")
+
+
+def subspace_consistency_from_moments(
+    m: Moments,
+    top_k: int | None = None,
+    consistency: str = DEFAULT_CONSISTENCY,
+    shrinkage: float = DEFAULT_SHRINKAGE,
+) -> Tensor:
+    """Subspace-consistency loss from paired moments; see :func:`subspace_consistency_loss`."""
     if m.cov_b is None or m.cov_ab is None:
         raise ValueError("subspace consistency needs paired moments (za and zb)")
+    _check_consistency(consistency, shrinkage)
     ca = m.cov_a.to(torch.float64)
     cb = m.cov_b.to(torch.float64)
     cab = m.cov_ab.to(torch.float64)
@@ -241,33 +315,60 @@ def subspace_consistency_from_moments(m: Moments, top_k: int | None = None) -> T
         ca = v.T @ ca @ v
         cab = v.T @ cab
         k = top_k
-    loss = 1.0 - _whitened_cross_sq(ca, cb, cab) / k
+    if consistency == "shrunk":
+        loss = 1.0 - _shrunk_cka(ca, cb, cab, shrinkage)
+    else:
+        loss = 1.0 - _whitened_cross_sq(ca, cb, cab) / k
     return loss.to(m.cov_a.dtype)
 
 
-def subspace_consistency_loss(za: Tensor, zb: Tensor, *, top_k: int | None = None) -> Tensor:
+def subspace_consistency_loss(
+    za: Tensor,
+    zb: Tensor,
+    *,
+    top_k: int | None = None,
+    consistency: str = DEFAULT_CONSISTENCY,
+    shrinkage: float = DEFAULT_SHRINKAGE,
+) -> Tensor:
     """Subspace consistency of paired embeddings (two time windows, views or modalities).
 
-    ``L_sub = 1 - ||La^-1 C_ab Lb^-T||_F^2 / d`` with ``La, Lb`` the Cholesky factors of
-    ``C_a + eps I`` and ``C_b + eps I``, ``eps = 1e-4 tr(C)/d``. ``||.||_F^2`` is the sum of
-    the squared canonical correlations between the windows, so ``L_sub`` is 1 minus their mean:
-    near 0 when one window is a linear function of the other, near 1 when unrelated
-    (row-shuffled). It is the term that sees which rows pair up — without it a random encoder
-    plus whitening minimises everything. Related to W-MSE (Ermolov et al. 2021) and to Barlow
-    Twins on whitened features; invariant to invertible linear maps of either side, so the two
-    sides may come from different encoders and ``d_a`` may differ from ``d_b`` (the mean is over
-    ``min(d_a, d_b)``, the number of canonical pairs).
+    It is the term that sees which rows pair up: without it a random encoder plus whitening
+    minimises everything. Near 0 when one side is a linear function of the other, near its
+    chance level when the rows are unrelated (row-shuffled). Two forms (``consistency``):
+
+    ``"shrunk"`` (default): with the shrunk covariances ``A = C_a + g tr(C_a)/d_a I`` and
+    ``B = C_b + g tr(C_b)/d_b I`` (``g = shrinkage``, 3 by default; a ``1e-4 tr(C)/d`` ridge
+    is added to ``g``),
+    ``L_sub = 1 - tr(A^-1 C_ab B^-1 C_ab^T) / sqrt(tr((A^-1 C_a)^2) tr((B^-1 C_b)^2))``,
+    i.e. one minus linear CKA (Kornblith et al. 2019) between the shrinkage-whitened features
+    ``za A^-1/2`` and ``zb B^-1/2``. In [0, 1] by Cauchy-Schwarz, 0 when ``zb = za``. ``g -> 0``
+    is the sum of squared canonical correlations over its own maximum; ``g -> inf`` is linear
+    CKA of ``za`` and ``zb``. Why shrink: sample canonical correlations of unrelated windows
+    are large unless ``n >> d`` (the smallest covariance eigenvalues are noise, and full
+    whitening amplifies them), so the ``"cca"`` form's paired-vs-shuffled gap at n = 256,
+    d = 128 is ~1/4 of its large-n gap; shrinkage keeps more (benchmarks/consistency_levers.py,
+    docs/design.md §4). Cholesky, ``cholesky_inverse`` and matmuls only (eigen-free).
+
+    ``"cca"``: ``L_sub = 1 - ||La^-1 C_ab Lb^-T||_F^2 / min(d_a, d_b)`` with ``La, Lb`` the
+    Cholesky factors of ``C_a + eps I``, ``C_b + eps I``, ``eps = 1e-4 tr(C)/d``: one minus
+    the mean squared canonical correlation, invariant to invertible linear maps of either side.
+    Related to W-MSE (Ermolov et al. 2021) and Barlow Twins on whitened features.
+
+    Both are invariant to rotations, scale and shifts of either side, so the two sides may come
+    from different encoders and ``d_a`` may differ from ``d_b``.
 
     Args:
         za: (n, d_a) embeddings at window t (or view/modality a).
         zb: (n, d_b) embeddings of the same rows at window t+1.
         top_k: restrict window t to its top-k principal subspace (taken detached).
+        consistency: ``"shrunk"`` (default) or ``"cca"``.
+        shrinkage: ``g >= 0`` of the ``"shrunk"`` form (unused by ``"cca"``).
     """
     za = as_matrix(za, "za")
     zb = as_matrix(zb, "zb")
     check_pair(za, zb)
     warn_small_batch(za.shape[0], max(za.shape[1], zb.shape[1]))
-    return subspace_consistency_from_moments(moments(za, zb), top_k)
+    return subspace_consistency_from_moments(moments(za, zb), top_k, consistency, shrinkage)
 
 
 def dense_feature_loss_from_moments(
@@ -278,6 +379,8 @@ def dense_feature_loss_from_moments(
     w_sub: float = DEFAULT_WEIGHTS["w_sub"],
     top_k: int | None = None,
     spectral_variant: str = "coding_rate",
+    consistency: str = DEFAULT_CONSISTENCY,
+    shrinkage: float = DEFAULT_SHRINKAGE,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """:func:`dense_feature_loss` on precomputed (possibly global-batch) moments."""
     if m.cov_b is None:
@@ -286,6 +389,7 @@ def dense_feature_loss_from_moments(
         raise ValueError(
             f"spectral_variant must be 'coding_rate' or 'entropy', got {spectral_variant!r}"
         )
+    _check_consistency(consistency, shrinkage)
     spec_fn = (
         spectral_balance_from_cov
         if spectral_variant == "coding_rate"
@@ -311,7 +415,9 @@ def dense_feature_loss_from_moments(
         ) + feature_orthogonality_from_cov(m.cov_b)
         total = total + w_orth * parts["feature_orthogonality"]
     if w_sub != 0.0:
-        parts["subspace_consistency"] = subspace_consistency_from_moments(m, top_k)
+        parts["subspace_consistency"] = subspace_consistency_from_moments(
+            m, top_k, consistency, shrinkage
+        )
         total = total + w_sub * parts["subspace_consistency"]
     terms = {name: value.detach().to(out_dtype) for name, value in parts.items()}
     terms["loss"] = total.detach().to(out_dtype)
@@ -327,6 +433,8 @@ def dense_feature_loss(
     w_sub: float = DEFAULT_WEIGHTS["w_sub"],
     top_k: int | None = None,
     spectral_variant: str = "coding_rate",
+    consistency: str = DEFAULT_CONSISTENCY,
+    shrinkage: float = DEFAULT_SHRINKAGE,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The dense-feature objective on a pair of windows/views/modalities.
 
@@ -339,6 +447,8 @@ def dense_feature_loss(
         w_spec, w_orth, w_sub: term weights; 0 removes a term (ablations).
         top_k: top-k form of the subspace term (see :func:`subspace_consistency_loss`).
         spectral_variant: ``"coding_rate"`` (default) or ``"entropy"``.
+        consistency: form of the subspace term, ``"shrunk"`` (default) or ``"cca"``.
+        shrinkage: ``g`` of the ``"shrunk"`` form.
 
     Returns:
         ``(loss, terms)``: the 0-d loss and a dict of detached term values (unweighted sums over
@@ -355,4 +465,6 @@ def dense_feature_loss(
         w_sub=w_sub,
         top_k=top_k,
         spectral_variant=spectral_variant,
+        consistency=consistency,
+        shrinkage=shrinkage,
     )

@@ -14,8 +14,10 @@ Definitions (DESIGN.md, Objectives; densefeat's own, the motivating paper publis
 - spectral balance: ``L_spec = 1 - logdet(I + a d C/trC) / (d log(1 + a))`` (coding rate of
   MCR^2, Yu et al. 2020) or the exact ``log d - H(p)``;
 - feature orthogonality: mean squared off-diagonal correlation + VICReg's variance hinge;
-- subspace consistency: ``L_sub = 1 - ||La^-1 C_ab Lb^-T||_F^2 / d``, one minus the mean
-  squared canonical correlation of the two windows (related to W-MSE and whitened Barlow Twins).
+- subspace consistency: ``"shrunk"`` (default) ``L_sub = 1 - CKA(za A^-1/2, zb B^-1/2)`` with
+  ``A = C_a + g tr(C_a)/d I`` (shrinkage-whitened features), or ``"cca"``
+  ``1 - ||La^-1 C_ab Lb^-T||_F^2 / d``, one minus the mean squared canonical correlation of the
+  two windows (related to W-MSE and whitened Barlow Twins).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from torch import Tensor, nn
 
 from ..functional.moments import moments
 from ..functional.objectives import (
+    CONSISTENCY_FORMS,
+    DEFAULT_CONSISTENCY,
+    DEFAULT_SHRINKAGE,
     DEFAULT_WEIGHTS,
     dense_feature_loss_from_moments,
     feature_orthogonality_from_cov,
@@ -53,6 +58,12 @@ def _check_variant(variant: str, name: str) -> str:
     return variant
 
 
+def _check_consistency(consistency: str, shrinkage: float) -> tuple[str, float]:
+    if consistency not in CONSISTENCY_FORMS:
+        raise ValueError(f"consistency must be 'shrunk' or 'cca', got {consistency!r}")
+    return consistency, check_finite_number(shrinkage, "shrinkage", nonnegative=True)
+
+
 def _reducer(gather_distributed: bool, group: Any) -> AllReduce | None:
     # Resolved at every forward, not at construction: the module is usually built before
     # init_process_group runs.
@@ -73,6 +84,8 @@ class DenseFeatureLoss(nn.Module):
             subspace, taken detached); ``None`` for the full form.
         spectral_variant: ``"coding_rate"`` (default, Cholesky only) or ``"entropy"``
             (``eigvalsh``; slower, for analysis).
+        consistency: form of the subspace term, ``"shrunk"`` (default) or ``"cca"``.
+        shrinkage: ``g >= 0`` of the ``"shrunk"`` form.
         gather_distributed: under ``torch.distributed``, use the global batch's moments.
         group: process group for the reduction (``None``: the default group).
 
@@ -89,11 +102,14 @@ class DenseFeatureLoss(nn.Module):
         w_sub: float = DEFAULT_WEIGHTS["w_sub"],
         top_k: int | None = None,
         spectral_variant: str = "coding_rate",
+        consistency: str = DEFAULT_CONSISTENCY,
+        shrinkage: float = DEFAULT_SHRINKAGE,
         *,
         gather_distributed: bool = True,
         group: Any = None,
     ) -> None:
         super().__init__()
+        self.consistency, self.shrinkage = _check_consistency(consistency, shrinkage)
         self.w_spec = check_finite_number(w_spec, "w_spec")
         self.w_orth = check_finite_number(w_orth, "w_orth")
         self.w_sub = check_finite_number(w_sub, "w_sub")
@@ -115,12 +131,15 @@ class DenseFeatureLoss(nn.Module):
             w_sub=self.w_sub,
             top_k=self.top_k,
             spectral_variant=self.spectral_variant,
+            consistency=self.consistency,
+            shrinkage=self.shrinkage,
         )
 
     def extra_repr(self) -> str:
         return (
             f"w_spec={self.w_spec}, w_orth={self.w_orth}, w_sub={self.w_sub}, "
             f"top_k={self.top_k}, spectral_variant={self.spectral_variant!r}, "
+            f"consistency={self.consistency!r}, shrinkage={self.shrinkage}, "
             f"gather_distributed={self.gather_distributed}"
         )
 
@@ -195,25 +214,36 @@ class FeatureOrthogonalityLoss(nn.Module):
 
 
 class SubspaceConsistencyLoss(nn.Module):
-    """Subspace consistency of paired embeddings: ``1 - ||La^-1 C_ab Lb^-T||_F^2 / d``.
+    """Subspace consistency of paired embeddings (two windows, views or modalities).
 
-    One minus the mean squared canonical correlation between the two windows (``La, Lb``
-    Cholesky factors of ``C_a + eps I``, ``C_b + eps I``, ``eps = 1e-4 tr C / d``); related to
-    W-MSE (Ermolov et al. 2021) and Barlow Twins on whitened features. See
-    :func:`densefeat.functional.subspace_consistency_loss`. Warns when the global batch has
-    ``n < 2 max(d_a, d_b)`` rows.
+    ``"shrunk"`` (default): ``1 - CKA(za A^-1/2, zb B^-1/2)``, linear CKA of the features
+    whitened by the shrunk covariances ``A = C_a + g tr(C_a)/d I``, ``B`` likewise; in [0, 1].
+    ``"cca"``: ``1 - ||La^-1 C_ab Lb^-T||_F^2 / d``, one minus the mean squared canonical
+    correlation (``La, Lb`` Cholesky factors of ``C_a + eps I``, ``C_b + eps I``,
+    ``eps = 1e-4 tr C / d``); related to W-MSE (Ermolov et al. 2021) and Barlow Twins on
+    whitened features. See :func:`densefeat.functional.subspace_consistency_loss`. Warns when
+    the global batch has ``n < 2 max(d_a, d_b)`` rows.
 
     Args:
         top_k: restrict window a to its top-k principal subspace (taken detached).
+        consistency: ``"shrunk"`` (default) or ``"cca"``.
+        shrinkage: ``g >= 0`` of the ``"shrunk"`` form.
         gather_distributed: under ``torch.distributed``, use the global batch's moments.
         group: process group for the reduction.
     """
 
     def __init__(
-        self, top_k: int | None = None, *, gather_distributed: bool = True, group: Any = None
+        self,
+        top_k: int | None = None,
+        consistency: str = DEFAULT_CONSISTENCY,
+        shrinkage: float = DEFAULT_SHRINKAGE,
+        *,
+        gather_distributed: bool = True,
+        group: Any = None,
     ) -> None:
         super().__init__()
         self.top_k = check_top_k(top_k)
+        self.consistency, self.shrinkage = _check_consistency(consistency, shrinkage)
         self.gather_distributed = bool(gather_distributed)
         self.group = group
 
@@ -223,7 +253,10 @@ class SubspaceConsistencyLoss(nn.Module):
         za, zb = local_pair(za, zb, distributed=ar is not None)
         m = moments(za, zb, all_reduce=ar)
         warn_small_batch(m.n, max(za.shape[1], zb.shape[1]))
-        return subspace_consistency_from_moments(m, self.top_k)
+        return subspace_consistency_from_moments(m, self.top_k, self.consistency, self.shrinkage)
 
     def extra_repr(self) -> str:
-        return f"top_k={self.top_k}, gather_distributed={self.gather_distributed}"
+        return (
+            f"top_k={self.top_k}, consistency={self.consistency!r}, shrinkage={self.shrinkage}, "
+            f"gather_distributed={self.gather_distributed}"
+        )

@@ -12,7 +12,8 @@ section       settings
 ``encoder``   the encoder's size: ``d_model``, ``n_layers``, ``n_heads``, ``dropout``,
               ``value_embedding`` (also sizes the small text encoder and the multimodal one)
 ``projector`` the pair methods' projector: ``hidden``, ``dim``, ``layers``, ``norm``
-``dense``     the dense objective: ``w_spec``, ``w_orth``, ``w_sub``, ``top_k``
+``dense``     the dense objective: ``w_spec``, ``w_orth``, ``w_sub``, ``top_k``,
+              ``consistency`` (``shrunk``|``cca``), ``shrinkage``
 ``simclr``    ``temperature``
 ``vicreg``    ``sim``, ``std``, ``cov``
 ``barlow``    ``lambd`` (the off-diagonal weight lambda of Barlow Twins)
@@ -91,7 +92,7 @@ FLAT_ALIASES: dict[str, str] = {
     "proj_dim": "projector.dim",
     "proj_layers": "projector.layers",
     "projector_norm": "projector.norm",
-    **{k: f"dense.{k}" for k in ("w_spec", "w_orth", "w_sub", "top_k")},
+    **{k: f"dense.{k}" for k in ("w_spec", "w_orth", "w_sub", "top_k", "consistency", "shrinkage")},
     "temperature": "simclr.temperature",
     "vicreg_sim": "vicreg.sim",
     "vicreg_std": "vicreg.std",

@@ -8,7 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..data.ehr.builder import DEFAULT_MAX_LEN
-from ..functional.objectives import DEFAULT_WEIGHTS
+from ..functional.objectives import (
+    CONSISTENCY_FORMS,
+    DEFAULT_CONSISTENCY,
+    DEFAULT_SHRINKAGE,
+    DEFAULT_WEIGHTS,
+)
 
 __all__ = [
     "MM_PAIRS",
@@ -131,18 +136,22 @@ class ProjectorConfig:
 
 @dataclass
 class DenseConfig:
-    """The dense objective's term weights and the optional top-k subspace form
+    """The dense objective's term weights, the form of its subspace term (``consistency``:
+    ``"shrunk"`` with shrinkage ``g``, or ``"cca"``) and the optional top-k subspace form
     (:class:`densefeat.losses.DenseFeatureLoss`)."""
 
     w_spec: float = DEFAULT_WEIGHTS["w_spec"]
     w_orth: float = DEFAULT_WEIGHTS["w_orth"]
     w_sub: float = DEFAULT_WEIGHTS["w_sub"]
     top_k: int | None = None
+    consistency: str = DEFAULT_CONSISTENCY
+    shrinkage: float = DEFAULT_SHRINKAGE
 
     def validate(self) -> None:
-        for name in ("w_spec", "w_orth", "w_sub"):
+        for name in ("w_spec", "w_orth", "w_sub", "shrinkage"):
             check_min(f"dense.{name}", getattr(self, name), 0.0)
         check_min("dense.top_k", self.top_k, 1)
+        check_choice("dense.consistency", self.consistency, CONSISTENCY_FORMS)
 
 
 @dataclass
