@@ -22,7 +22,9 @@ method         inputs      head and loss
 package prepares the inputs; :func:`backbone_pairs` reads them):
 
 * EHR: window pairs ``(t, t1)`` of one subject; the encoder embeds both cut-offs in ONE causal
-  pass over the history at ``t1`` (:meth:`EHREncoder.forward_at`).
+  pass over the history at ``t1`` (:meth:`EHREncoder.forward_at`); or, with
+  ``data.pairs="views"``, two random views of the history at ``t1`` (``views``: 2B rows, one
+  encoder call; :mod:`densefeat.train.views`).
 * text: two stochastic views of one note, or a note and the same subject's next note; the 2B
   texts go through the text encoder in one call (two text encodings per pair).
 * multimodal: the codes and notes embeddings of one record at one time
@@ -130,6 +132,10 @@ def backbone_pairs(encoder: nn.Module, inputs: dict[str, Any]) -> Tensor:
     windows), ``texts`` (2B texts, side a then side b) or ``mm`` (a multimodal batch with
     ``pairs`` = ``"modalities"``, or 2B rows for ``"windows"``).
     """
+    if "views" in inputs:  # EHR: two views of one history, 2B rows (view a, then view b)
+        z = encoder(inputs["views"])
+        b = z.shape[0] // 2
+        return torch.stack([z[:b], z[b:]], dim=1)
     if "cutoffs" in inputs:
         return encoder.forward_at(inputs["batch"], inputs["cutoffs"])
     if "texts" in inputs:

@@ -47,8 +47,10 @@ from .runs import ensure_run, run_config
 from .sources import Source, open_source
 from .summary import (
     compare,
+    compare_pair,
     macro_auroc,
     macro_drop,
+    macro_tuning_auroc,
     resampled_endpoints,
     seed_pairs,
     summary_table,
@@ -277,13 +279,26 @@ def run_benchmark(
     if source.tasks:
         shared = shared_resamples(source.ctx, bench.bootstrap, seed=BOOTSTRAP_SEED)
         auroc_fn, drop_fn = resampled_endpoints(arrays, source.tasks, shared, bench.perturbations)
+        # The best baseline is chosen on the tuning split (docs/design.md, Baselines), then
+        # compared with dense on held-out rows; the untrained encoder is compared on its own.
+        tuning = macro_tuning_auroc(results["probes"])
+        held = macro_auroc(results["probes"])
         comparison = {
             "endpoint": "probe_auroc_macro",
             "n_bootstrap": bench.bootstrap,
             **getattr(source, "comparison_record", dict)(),
-            **(compare(macro_auroc(results["probes"]), auroc_fn, names) or {}),
+            **(compare(held, auroc_fn, names, select_by=tuning) or {}),
+            "tuning_auroc": {
+                m: float(np.mean([v for (mm, _), v in tuning.items() if mm == m]))
+                for m in dict.fromkeys(m for m, _ in tuning)
+            },
+            "untrained": compare_pair(held, auroc_fn, "dense", "random"),
             "robustness": compare(
-                macro_drop(results["robustness"]), drop_fn, names, lower_is_better=True
+                macro_drop(results["robustness"]),
+                drop_fn,
+                names,
+                lower_is_better=True,
+                select_by=tuning,
             ),
         }
 

@@ -4,7 +4,11 @@ Primary endpoints (docs/design.md, declared before running): the linear-probe AU
 over tasks (all shots, raw embeddings), and its drop under the test-time perturbations
 (macro over tasks and perturbations). ``dense`` is compared with the best *baseline* on each
 endpoint: every other method of the table except dense's own ablations and the untrained
-encoder, plus the count-features baseline. The difference ``dense - best`` gets a paired,
+encoder, plus the count-features baseline. The best baseline is CHOSEN on the tuning split
+(the macro over tasks of each probe's ``val_auroc``, the tuning-split AUROC of its chosen C;
+:func:`macro_tuning_auroc`), never on the held-out scores its interval is computed from; the
+robustness endpoint compares dense with that same baseline. The untrained encoder (``random``)
+gets its own comparison, ``dense - random`` (:func:`compare_pair`). A difference gets a paired,
 patient-level bootstrap CI: one resample of held-out subjects is drawn and applied to every
 task, method and seed, the per-resample macro AUROCs are averaged over seeds, and the 2.5 /
 97.5 percentiles of the differences are the CI.
@@ -24,7 +28,13 @@ from ..eval.bootstrap import weighted_auroc
 from .config import ABLATIONS
 from .rows import Task
 
-__all__ = ["compare", "resampled_endpoints", "summary_table"]
+__all__ = [
+    "compare",
+    "compare_pair",
+    "macro_tuning_auroc",
+    "resampled_endpoints",
+    "summary_table",
+]
 
 #: Not baselines for the comparison: the untrained encoder is a control.
 _CONTROLS = ("random",)
@@ -56,6 +66,19 @@ def macro_auroc(probes: list[dict]) -> dict[tuple[str, int], float]:
         key: float(np.mean([p["auroc"] for p in rs]))
         for key, rs in _by(full, "method", "seed").items()
     }
+
+
+def macro_tuning_auroc(probes: list[dict]) -> dict[tuple[str, int], float]:
+    """(method, seed) -> mean over tasks of the tuning-split AUROC (``val_auroc``) of the
+    full-data probes on raw embeddings; what the best baseline is chosen by (never held-out
+    rows). A (method, seed) with a task lacking ``val_auroc`` is left out."""
+    full = [p for p in probes if p["k"] == "all" and p["embedding"] == "raw"]
+    out = {}
+    for key, rs in _by(full, "method", "seed").items():
+        vals = [p.get("val_auroc") for p in rs]
+        if all(v is not None for v in vals):
+            out[key] = float(np.mean(vals))
+    return out
 
 
 def macro_drop(robustness: list[dict]) -> dict[tuple[str, int], float]:
@@ -114,36 +137,36 @@ def _baselines(names: Sequence[str]) -> list[str]:
     return [n for n in names if n != "dense" and n not in ABLATIONS and n not in _CONTROLS]
 
 
-def compare(
-    values: Mapping[tuple[str, int], float],
-    resampled: Callable[[str], np.ndarray | None],
-    names: Sequence[str],
-    *,
-    lower_is_better: bool = False,
-) -> dict[str, Any] | None:
-    """dense against the best baseline on one endpoint.
-
-    Args:
-        values: (method, seed) -> the endpoint's point estimate.
-        resampled: method -> (B,) the seed-averaged endpoint on each shared bootstrap resample
-            (None when it cannot be computed).
-        names: candidate methods (table order).
-        lower_is_better: the robustness drop is better when lower.
-
-    Returns:
-        the comparison record, or None without dense or baselines.
-    """
+def _means(values: Mapping[tuple[str, int], float]) -> dict[str, float]:
     grouped: dict[str, list[float]] = defaultdict(list)
     for (m, _), v in values.items():
         grouped[m].append(v)
-    means = {m: float(np.mean(vs)) for m, vs in grouped.items()}
-    cands = [m for m in _baselines(names) if m in means]
-    if "dense" not in means or not cands:
+    return {m: float(np.mean(vs)) for m, vs in grouped.items()}
+
+
+def compare_pair(
+    values: Mapping[tuple[str, int], float],
+    resampled: Callable[[str], np.ndarray | None],
+    a: str,
+    b: str,
+    *,
+    lower_is_better: bool = False,
+) -> dict[str, Any] | None:
+    """``a - b`` on one endpoint with its paired bootstrap CI.
+
+    The point estimate is the difference of the seed means; the CI is the 2.5 / 97.5
+    percentiles of ``resampled(a) - resampled(b)`` (the same shared resamples for both, so the
+    difference is paired).
+
+    Returns:
+        ``{"a", "b", "a_value", "b_value", "difference", "difference_ci", "a_wins",
+        "significant", "lower_is_better"}``, or None when ``a`` or ``b`` has no value.
+    """
+    means = _means(values)
+    if a not in means or b not in means:
         return None
-    pick = min if lower_is_better else max
-    best = pick(cands, key=lambda m: means[m])
-    diff = means["dense"] - means[best]
-    ra, rb = resampled("dense"), resampled(best)
+    diff = means[a] - means[b]
+    ra, rb = resampled(a), resampled(b)
     ci = None
     if ra is not None and rb is not None:
         d = ra - rb
@@ -151,16 +174,81 @@ def compare(
         if d.size:
             ci = [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))]
     wins = diff < 0 if lower_is_better else diff > 0
-    significant = ci is not None and (ci[1] < 0 or ci[0] > 0)
     return {
-        "dense": means["dense"],
-        "best_baseline": best,
-        "best_baseline_value": means[best],
+        "a": a,
+        "b": b,
+        "a_value": means[a],
+        "b_value": means[b],
         "difference": diff,
         "difference_ci": ci,
-        "dense_wins": bool(wins),
-        "significant": bool(significant),
+        "a_wins": bool(wins),
+        "significant": ci is not None and (ci[1] < 0 or ci[0] > 0),
         "lower_is_better": lower_is_better,
+    }
+
+
+def best_baseline(select_by: Mapping[tuple[str, int], float], names: Sequence[str]) -> str | None:
+    """The baseline (table order among ties) with the highest seed-mean of ``select_by``
+    (the tuning-split macro AUROC, :func:`macro_tuning_auroc`); None without candidates."""
+    means = _means(select_by)
+    cands = [m for m in _baselines(names) if m in means]
+    return max(cands, key=lambda m: means[m]) if cands else None
+
+
+def compare(
+    values: Mapping[tuple[str, int], float],
+    resampled: Callable[[str], np.ndarray | None],
+    names: Sequence[str],
+    *,
+    lower_is_better: bool = False,
+    select_by: Mapping[tuple[str, int], float] | None = None,
+    best: str | None = None,
+) -> dict[str, Any] | None:
+    """dense against the best baseline on one endpoint.
+
+    Args:
+        values: (method, seed) -> the endpoint's point estimate (held-out rows).
+        resampled: method -> (B,) the seed-averaged endpoint on each shared bootstrap resample
+            (None when it cannot be computed).
+        names: candidate methods (table order).
+        lower_is_better: the robustness drop is better when lower.
+        select_by: (method, seed) -> the score the best baseline is chosen by (higher is
+            better): the tuning-split macro AUROC. None: chosen on ``values`` themselves
+            (the old, optimistic rule, kept for callers without tuning scores).
+        best: the baseline to compare with, already chosen (overrides ``select_by``).
+
+    Returns:
+        the comparison record (``selected_on`` says how the baseline was chosen), or None
+        without dense or baselines.
+    """
+    means = _means(values)
+    if "dense" not in means:
+        return None
+    if best is None:
+        if select_by is not None:
+            best = best_baseline(select_by, [n for n in names if n in means])
+            selected_on = "tuning_auroc"
+        else:
+            cands = [m for m in _baselines(names) if m in means]
+            pick = min if lower_is_better else max
+            best = pick(cands, key=lambda m: means[m]) if cands else None
+            selected_on = "held_out"
+    else:
+        selected_on = "tuning_auroc"
+    if best is None or best not in means:
+        return None
+    pair = compare_pair(values, resampled, "dense", best, lower_is_better=lower_is_better)
+    assert pair is not None
+    return {
+        "dense": pair["a_value"],
+        "best_baseline": best,
+        "best_baseline_value": pair["b_value"],
+        "difference": pair["difference"],
+        "difference_ci": pair["difference_ci"],
+        "dense_wins": pair["a_wins"],
+        "significant": pair["significant"],
+        "lower_is_better": lower_is_better,
+        "selected_on": selected_on,
     }
 
 

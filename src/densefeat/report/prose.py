@@ -216,6 +216,8 @@ def endpoint_sentences(results: Mapping[str, Any]) -> tuple[str, ...]:
             "No primary-endpoint comparison in results.json (comparison): no dense run, no "
             "baseline or no task to compare on."
         )
+    if isinstance(cmp, Mapping):
+        endpoints += _selection_and_untrained(cmp)
     rob = cmp.get("robustness") if isinstance(cmp, Mapping) else None
     if check_comparison(rob, "comparison.robustness"):
         higher = higher_is_better_of(rob, False)
@@ -229,6 +231,34 @@ def endpoint_sentences(results: Mapping[str, Any]) -> tuple[str, ...]:
             "with at least 3 seeds."
         )
     return tuple(endpoints)
+
+
+def _selection_and_untrained(cmp: Mapping[str, Any]) -> list[str]:
+    """How the best baseline was chosen, and dense against the untrained encoder."""
+    out = []
+    if cmp.get("selected_on") == "tuning_auroc":
+        out.append(
+            "The best baseline was chosen on the tuning split's macro probe AUROC, never on "
+            "the held-out rows its interval is computed from."
+        )
+    un = cmp.get("untrained")
+    if isinstance(un, Mapping) and un.get("difference") is not None:
+        ci = un.get("difference_ci")
+        diff = signed(float(un["difference"]))
+        if not ci:
+            out.append(
+                f"dense − untrained encoder (random), held-out probe AUROC: difference {diff}, "
+                "no bootstrap CI in results.json (untested)."
+            )
+            return out
+        lo, hi = float(ci[0]), float(ci[1])
+        verdict = "above" if lo > 0 else "below" if hi < 0 else "not distinguishable from"
+        out.append(
+            f"dense is {verdict} the untrained encoder (random) on held-out probe AUROC: "
+            f"difference {diff}, 95% CI [{num(lo, 'drop')}, {num(hi, 'drop')}] (paired "
+            "patient-level bootstrap)."
+        )
+    return out
 
 
 #: densefeat.eval.temporal scores a window only with at least this many subjects per k.

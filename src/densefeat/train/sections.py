@@ -16,6 +16,7 @@ from ..functional.objectives import (
 )
 
 __all__ = [
+    "EHR_PAIRS",
     "MM_PAIRS",
     "MODALITIES",
     "SECTIONS",
@@ -32,6 +33,8 @@ MODALITIES = ("ehr", "text", "multimodal")
 TEXT_ENCODERS = ("pretrained", "small")
 #: ``text.pairs`` values (see :mod:`densefeat.train.modalities.text`).
 TEXT_PAIRS = ("auto", "views", "adjacent")
+#: ``data.pairs`` values: what an EHR pair is (see :mod:`densefeat.train.views`).
+EHR_PAIRS = ("windows", "views", "mixed")
 #: ``multimodal.pairs`` values (see :mod:`densefeat.train.modalities.multimodal`).
 MM_PAIRS = ("modalities", "windows")
 #: ``encoder.value_embedding`` values (see :class:`densefeat.models.ehr.EHREncoderConfig`).
@@ -80,16 +83,35 @@ class DataConfig:
         min_code_subjects: a code enters the vocabulary when at least this many training
             subjects have it.
         window_days: period of the window cut-offs (pairs ``(t, t + window_days)``).
+        pairs: what the two sides of a pair are (:mod:`densefeat.train.views`):
+            ``"windows"`` (the history at ``t`` and at ``t + window_days``), ``"views"`` (two
+            random views of the history at ``t + window_days``: time crop, event dropout,
+            numeric noise) or ``"mixed"`` (steps alternate, even steps windows, odd views).
+        view_dropout: event dropout probability of a view.
+        view_crop: least fraction of a history's events a view's time crop keeps (1: no crop).
+        view_noise: standard deviation of the noise added to a view's normalised values.
     """
 
     max_len: int = DEFAULT_MAX_LEN
     min_code_subjects: int = 5
     window_days: float = 365.0
+    pairs: str = "windows"
+    view_dropout: float = 0.1
+    view_crop: float = 0.5
+    view_noise: float = 0.1
 
     def validate(self) -> None:
         check_min("data.max_len", self.max_len, 1)
         check_min("data.min_code_subjects", self.min_code_subjects, 1)
         check_min("data.window_days", self.window_days, 0.0, strict=True)
+        check_choice("data.pairs", self.pairs, EHR_PAIRS)
+        if not 0.0 <= self.view_dropout < 1.0:
+            raise ValueError(
+                f"TrainConfig.data.view_dropout must be in [0, 1), got {self.view_dropout}"
+            )
+        if not 0.0 < self.view_crop <= 1.0:
+            raise ValueError(f"TrainConfig.data.view_crop must be in (0, 1], got {self.view_crop}")
+        check_min("data.view_noise", self.view_noise, 0.0)
 
 
 @dataclass

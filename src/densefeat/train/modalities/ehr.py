@@ -39,6 +39,7 @@ from ...methods import Method, get_method
 from ...models.ehr import EHREncoder, EHREncoderConfig
 from ...models.heads import ProjectionHead
 from ..config import TrainConfig
+from ..views import pair_kind, view_generator, view_pair
 from .base import MONITOR_SPLITS, Embeddings, Modality, Network, Run, Session, read_history
 
 __all__ = [
@@ -178,7 +179,14 @@ def prepare_data(
     return opened.builder, TrainData(store, rows, monitor)
 
 
-def _inputs(method: Method, data: TrainData, rows: np.ndarray, device: torch.device) -> dict:
+def _inputs(
+    method: Method,
+    data: TrainData,
+    rows: np.ndarray,
+    device: torch.device,
+    cfg: TrainConfig | None = None,
+    step: int = 0,
+) -> dict:
     table = data.rows[rows]
     if method.inputs == "labels":
         batch = data.store.gather(*row_times(table))
@@ -188,6 +196,12 @@ def _inputs(method: Method, data: TrainData, rows: np.ndarray, device: torch.dev
     _, t1 = row_times(table, "time_t1")
     # One history (at t1) per pair; the encoder embeds it at both cut-offs in one pass.
     batch = data.store.gather(sid, t1)
+    if cfg is not None and pair_kind(cfg.data.pairs, step) == "views":
+        # Two views of the history at t1 (densefeat.train.views); "batch" stays the full
+        # history for next-event prediction, which does not use pairs.
+        gen = view_generator(cfg.seed, step, int(rows[0]) if len(rows) else 0)
+        views = view_pair(batch, gen, cfg.data).validate()
+        return {"batch": batch.to(device), "views": views.to(device)}
     cutoffs = torch.from_numpy(np.stack([t, t1], axis=1))
     return {"batch": batch.to(device), "cutoffs": cutoffs.to(device)}
 
@@ -330,7 +344,7 @@ def session(
     return Session(
         net=net,
         n_rows=data.rows.height,
-        inputs=lambda rows, step, device: _inputs(method, data, rows, device),
+        inputs=lambda rows, step, device: _inputs(method, data, rows, device, cfg, step),
         monitor_n=data.monitor.height,
         monitor_embed=monitor_embed,
         embed_dim=cfg.encoder.d_model,
