@@ -75,13 +75,19 @@ class DataConfig:
         min_code_subjects: a code enters the vocabulary when at least this many training
             subjects have it.
         window_days: period of the window cut-offs (pairs ``(t, t + window_days)``).
+        unk_rate: share of training events whose code is replaced by its parent code or
+            ``UNK`` (seeded), so that the embeddings unseen codes map to are trained
+            (:func:`~densefeat.data.ehr.views.unknown_codes`); 0 disables it.
     """
 
     max_len: int = DEFAULT_MAX_LEN
     min_code_subjects: int = 5
     window_days: float = 365.0
+    unk_rate: float = 0.02
 
     def validate(self) -> None:
+        if not 0.0 <= self.unk_rate < 1.0:
+            raise ValueError(f"TrainConfig.data.unk_rate must be in [0, 1), got {self.unk_rate}")
         check_min("data.max_len", self.max_len, 1)
         check_min("data.min_code_subjects", self.min_code_subjects, 1)
         check_min("data.window_days", self.window_days, 0.0, strict=True)

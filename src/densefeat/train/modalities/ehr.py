@@ -32,6 +32,7 @@ from torch import nn
 from ...data.ehr.batch import EventBatch
 from ...data.ehr.builder import HistoryBuilder
 from ...data.ehr.store import EventStore
+from ...data.ehr.views import keyed_uniforms, unknown_codes
 from ...data.ehr.windows import periodic_cuts, window_pairs
 from ...data.meds import MedsDataset, read_labels, read_meds_dataset
 from ...methods import Method, get_method
@@ -177,16 +178,36 @@ def prepare_data(
     return opened.builder, TrainData(store, rows, monitor)
 
 
-def _inputs(method: Method, data: TrainData, rows: np.ndarray, device: torch.device) -> dict:
+def _unknown(
+    batch: EventBatch, unk: tuple[float, torch.Tensor, int] | None, rows: np.ndarray, step: int
+) -> EventBatch:
+    """The batch with a seeded share of codes replaced by parent/UNK (``data.unk_rate``)."""
+    if unk is None or unk[0] == 0.0:
+        return batch
+    rate, parents, seed = unk
+    # Draws keyed by (seed, step, global row): the same on any world size or after a resume.
+    keys = np.asarray(rows, dtype=np.int64) + np.int64(step) * np.int64(1 << 32)
+    draws = keyed_uniforms(keys, (2, batch.seq_len), seed)
+    return unknown_codes(batch, rate, parents, draws)
+
+
+def _inputs(
+    method: Method,
+    data: TrainData,
+    rows: np.ndarray,
+    device: torch.device,
+    unk: tuple[float, torch.Tensor, int] | None = None,
+    step: int = 0,
+) -> dict:
     table = data.rows[rows]
     if method.inputs == "labels":
-        batch = data.store.gather(*row_times(table))
+        batch = _unknown(data.store.gather(*row_times(table)), unk, rows, step)
         labels = torch.from_numpy(table["boolean_value"].to_numpy().astype(np.float32))
         return {"batch": batch.to(device), "labels": labels.to(device)}
     sid, t = row_times(table, "time_t")
     _, t1 = row_times(table, "time_t1")
     # One history (at t1) per pair; the encoder embeds it at both cut-offs in one pass.
-    batch = data.store.gather(sid, t1)
+    batch = _unknown(data.store.gather(sid, t1), unk, rows, step)
     cutoffs = torch.from_numpy(np.stack([t, t1], axis=1))
     return {"batch": batch.to(device), "cutoffs": cutoffs.to(device)}
 
@@ -297,6 +318,7 @@ def session(
     method = get_method(cfg.method)
     net = build_ehr_network(cfg, builder)
     sid, pt = row_times(data.monitor)
+    unk = (cfg.data.unk_rate, torch.from_numpy(builder.vocabulary.parent_ids()), cfg.seed)
 
     def monitor_embed(device: torch.device) -> torch.Tensor:
         z = encode_histories(net.encoder, data.store, sid, pt, device=device).backbone
@@ -305,7 +327,7 @@ def session(
     return Session(
         net=net,
         n_rows=data.rows.height,
-        inputs=lambda rows, step, device: _inputs(method, data, rows, device),
+        inputs=lambda rows, step, device: _inputs(method, data, rows, device, unk, step),
         monitor_n=data.monitor.height,
         monitor_embed=monitor_embed,
         embed_dim=cfg.encoder.d_model,
