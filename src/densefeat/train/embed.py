@@ -21,13 +21,18 @@ The run's modality decides what a row is:
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import torch
 
+from ..data.ehr.builder import COVERAGE_MARKER_CODES
+from ..data.ehr.vocabulary import UNSEEN_WARN_SHARE, unseen_codes
 from ..data.meds import read_labels, read_meds_dataset
 from ..io.atomic import atomic_path
 from .runs import load_run, read_run_modality
@@ -50,9 +55,47 @@ def _device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def _records(run, data, labels, batch_size: int, output: str, device) -> pl.DataFrame:
+def unseen_summary(report: dict, limit: int = 10) -> str:
+    """One human line (plus the most frequent codes) of an :func:`unseen_codes` report."""
+    codes = report["codes"]
+    head = (
+        f"unseen codes: {len(codes)} codes not in the training vocabulary, "
+        f"{report['n_unseen_events']:,} of {report['n_events']:,} timed events "
+        f"({100 * report['share']:.2f}%)"
+    )
+    lines = [head] + [
+        f"  {c['code']}: {c['n_events']:,} events ({100 * c['share']:.2f}%) -> {c['backoff']}"
+        for c in codes[:limit]
+    ]
+    if len(codes) > limit:
+        lines.append(f"  ... and {len(codes) - limit} more (all in the file's metadata)")
+    return "\n".join(lines)
+
+
+def report_unseen(run, ds) -> dict:
+    """The unseen-code report of dataset ``ds`` for an ehr/multimodal run: printed to stderr,
+    with a warning above :data:`UNSEEN_WARN_SHARE` of events."""
+    events = ds.events().filter(~pl.col("code").is_in(list(COVERAGE_MARKER_CODES)))
+    report = unseen_codes(run.builder.vocabulary, events)
+    if report["codes"]:
+        print(unseen_summary(report), file=sys.stderr)
+    if report["share"] > UNSEEN_WARN_SHARE:
+        warnings.warn(
+            f"{100 * report['share']:.1f}% of the events have codes the run never saw in "
+            "training (they reach the encoder as their parent code or UNK); embeddings of "
+            "these rows may be less reliable",
+            stacklevel=2,
+        )
+    return report
+
+
+def _records(
+    run, data, labels, batch_size: int, output: str, device, meta: dict | None = None
+) -> pl.DataFrame:
     """ehr and multimodal runs: one row per label row, or per subject at the end of its record."""
     ds = read_meds_dataset(data)
+    if meta is not None:
+        meta["unseen_codes"] = report_unseen(run, ds)
     store = run.builder.encode(ds)
     rows = read_labels(labels, dataset=ds) if labels is not None else store.end_of_record()
     table = rows.join(ds.splits, on="subject_id", how="left", maintain_order="left")
@@ -110,8 +153,12 @@ def embed_run(
     batch_size: int = 512,
     modality_output: str = "fused",
     device: str = "cpu",
+    meta: dict | None = None,
 ) -> pl.DataFrame:
     """The embeddings table of ``data`` by the run's encoder (columns: module docstring).
+
+    ``meta``: a dict that receives ``"unseen_codes"`` (ehr/multimodal runs: the
+    :func:`~densefeat.data.ehr.vocabulary.unseen_codes` report of ``data``, also printed).
 
     Raises:
         ValueError: ``modality_output`` other than ``fused`` for an ehr or text run,
@@ -129,11 +176,14 @@ def embed_run(
     run = load_run(run_dir).to(dev)
     if modality == "text":
         return _notes(run, data, labels, batch_size, dev)
-    return _records(run, data, labels, batch_size, modality_output, dev)
+    return _records(run, data, labels, batch_size, modality_output, dev, meta)
 
 
-def write_embeddings(table: pl.DataFrame, out: str | os.PathLike[str]) -> None:
-    """Write an embeddings table to ``out`` (.parquet) atomically.
+def write_embeddings(
+    table: pl.DataFrame, out: str | os.PathLike[str], meta: dict | None = None
+) -> None:
+    """Write an embeddings table to ``out`` (.parquet) atomically; ``meta`` (JSON-able) goes
+    into the file's key-value metadata, one ``densefeat.<key>`` entry per key.
 
     Raises:
         ValueError: not a .parquet path.
@@ -141,8 +191,9 @@ def write_embeddings(table: pl.DataFrame, out: str | os.PathLike[str]) -> None:
     out = Path(out)
     if out.suffix != ".parquet":
         raise ValueError(f"{out}: the output must be a .parquet file")
+    kv = {f"densefeat.{k}": json.dumps(v) for k, v in (meta or {}).items()}
     with atomic_path(out, suffix=".parquet") as tmp:
-        table.write_parquet(tmp)
+        table.write_parquet(tmp, metadata=kv or None)
 
 
 def embed(
@@ -162,6 +213,7 @@ def embed(
     """
     if Path(out).suffix != ".parquet":
         raise ValueError(f"{out}: the output must be a .parquet file")
-    table = embed_run(run_dir, data, labels, batch_size, modality_output, device)
-    write_embeddings(table, out)
+    meta: dict = {}
+    table = embed_run(run_dir, data, labels, batch_size, modality_output, device, meta)
+    write_embeddings(table, out, meta)
     return table

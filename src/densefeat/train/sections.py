@@ -90,6 +90,9 @@ class DataConfig:
         view_dropout: event dropout probability of a view.
         view_crop: least fraction of a history's events a view's time crop keeps (1: no crop).
         view_noise: standard deviation of the noise added to a view's normalised values.
+        unk_rate: share of training events whose code is replaced by its parent code or
+            ``UNK`` (seeded), so that the embeddings unseen codes map to are trained
+            (:func:`~densefeat.data.ehr.views.unknown_codes`); 0 disables it.
     """
 
     max_len: int = DEFAULT_MAX_LEN
@@ -99,8 +102,11 @@ class DataConfig:
     view_dropout: float = 0.1
     view_crop: float = 0.5
     view_noise: float = 0.1
+    unk_rate: float = 0.02
 
     def validate(self) -> None:
+        if not 0.0 <= self.unk_rate < 1.0:
+            raise ValueError(f"TrainConfig.data.unk_rate must be in [0, 1), got {self.unk_rate}")
         check_min("data.max_len", self.max_len, 1)
         check_min("data.min_code_subjects", self.min_code_subjects, 1)
         check_min("data.window_days", self.window_days, 0.0, strict=True)

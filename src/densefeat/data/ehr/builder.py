@@ -161,7 +161,10 @@ class HistoryBuilder:
                 frame = frame.filter(pl.col("subject_id").is_in(keep))
             frame = _drop_coverage_markers(frame)
             parts.append(encode_frame(frame, self.vocabulary, self.normalizer, self.max_len))
-        return EventStore.concat(parts, len(self.vocabulary.static_codes_), self.max_len)
+        vocab = self.vocabulary
+        return EventStore.concat(
+            parts, len(vocab.static_codes_), self.max_len, len(vocab.static_value_codes_)
+        )
 
     def build_batch(
         self,

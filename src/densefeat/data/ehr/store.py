@@ -15,9 +15,9 @@ import numpy as np
 import polars as pl
 import torch
 
-from .batch import UNK_ID, US_PER_DAY, US_PER_YEAR, EventBatch
+from .batch import US_PER_DAY, US_PER_YEAR, EventBatch
 from .normalizer import NumericNormalizer
-from .vocabulary import Vocabulary
+from .vocabulary import Vocabulary, code_id_expr
 
 
 def rows_searchsorted(
@@ -62,6 +62,10 @@ class EventStore:
         birth: (N,) int64 microseconds of ``MEDS_BIRTH`` (0 where unknown).
         birth_known: (N,) bool.
         static: (N, n_static_codes) bool indicators of the vocabulary's static codes.
+        static_value: (N, n_static_values) float32 normalised values of the vocabulary's
+            ``static_value_codes_`` (0 where the subject has none; its indicator in ``static``
+            says whether it has one). A subject with several values of one static code keeps
+            the first.
         max_len: L, the most recent events a gathered row keeps (the builder's ``max_len``).
     """
 
@@ -76,6 +80,7 @@ class EventStore:
     birth: np.ndarray
     birth_known: np.ndarray
     static: np.ndarray
+    static_value: np.ndarray
     max_len: int
 
     @property
@@ -193,7 +198,12 @@ class EventStore:
         age = np.where(mask & known[:, None], (time - birth[:, None]) / US_PER_YEAR, 0.0)
         age_now = np.where(known, (pt - birth) / US_PER_YEAR, 0.0)
         static = np.concatenate(
-            [self.static[idx].astype(np.float32), age_now[:, None], known[:, None]],
+            [
+                self.static[idx].astype(np.float32),
+                self.static_value[idx],
+                age_now[:, None],
+                known[:, None],
+            ],
             axis=1,
             dtype=np.float32,
         )
@@ -213,11 +223,13 @@ class EventStore:
         )
 
     @classmethod
-    def concat(cls, parts: Sequence[EventStore], n_static: int, max_len: int) -> EventStore:
+    def concat(
+        cls, parts: Sequence[EventStore], n_static: int, max_len: int, n_static_values: int = 0
+    ) -> EventStore:
         """One store from stores of disjoint subjects (e.g. one per MEDS shard)."""
         parts = [p for p in parts if p.n_subjects]
         if not parts:
-            return _empty_store(n_static, max_len)
+            return _empty_store(n_static, max_len, n_static_values)
         if len(parts) == 1:
             return parts[0] if parts[0].max_len == max_len else replace(parts[0], max_len=max_len)
         shift = np.cumsum([0] + [p.n_events for p in parts[:-1]])
@@ -250,6 +262,7 @@ class EventStore:
             birth=per_subject("birth"),
             birth_known=per_subject("birth_known"),
             static=np.concatenate([p.static for p in parts])[order],
+            static_value=np.concatenate([p.static_value for p in parts])[order],
             max_len=max_len,
         )
 
@@ -263,7 +276,7 @@ _ZERO = {
 }
 
 
-def _empty_store(n_static: int, max_len: int) -> EventStore:
+def _empty_store(n_static: int, max_len: int, n_static_values: int = 0) -> EventStore:
     none = np.zeros(0, np.int64)
     return EventStore(
         subject_ids=none,
@@ -272,6 +285,7 @@ def _empty_store(n_static: int, max_len: int) -> EventStore:
         birth=none,
         birth_known=np.zeros(0, bool),
         static=np.zeros((0, n_static), bool),
+        static_value=np.zeros((0, n_static_values), np.float32),
         max_len=max_len,
         **{k: v.copy() for k, v in _ZERO.items()},
     )
@@ -295,7 +309,7 @@ def encode_frame(
     max_len: int,
 ) -> EventStore:
     """Encode one frame of whole subjects (a MEDS shard) into an :class:`EventStore`."""
-    lookup = vocab.code_table()
+    lookup = vocab.code_table().select("code")
     static_lookup = pl.DataFrame(
         {
             "code": pl.Series(vocab.static_codes_, dtype=pl.Utf8),
@@ -324,6 +338,7 @@ def encode_frame(
     static[
         np.searchsorted(subject_ids, stat["subject_id"].to_numpy()), stat["static_col"].to_numpy()
     ] = True
+    static_value = _static_values(events, subject_ids, vocab, normalizer)
 
     timed = (
         events.filter(pl.col("time").is_not_null())
@@ -331,7 +346,7 @@ def encode_frame(
         .select(
             "subject_id",
             pl.col("time").cast(pl.Int64),
-            pl.col("code_id").fill_null(UNK_ID),
+            code_id_expr(vocab),  # own id, else the parent's, else UNK
             value.alias("value"),
             (pl.col("code") == meds.birth_code).alias("is_birth"),
         )
@@ -365,5 +380,46 @@ def encode_frame(
         birth=birth,
         birth_known=birth_known,
         static=static,
+        static_value=static_value,
         max_len=max_len,
     )
+
+
+def _static_values(
+    events: pl.DataFrame,
+    subject_ids: np.ndarray,
+    vocab: Vocabulary,
+    normalizer: NumericNormalizer | None,
+) -> np.ndarray:
+    """(N, n_static_values) float32: each subject's normalised value of every static value code.
+
+    Normalised with the training split's statistics (the normaliser), like timed values; 0
+    where the subject has no (usable) value, which the code's indicator column tells apart.
+    """
+    codes = vocab.static_value_codes_
+    out = np.zeros((subject_ids.size, len(codes)), dtype=np.float32)
+    if not codes or normalizer is None:
+        return out
+    cols = pl.DataFrame(
+        {
+            "code": pl.Series(codes, dtype=pl.Utf8),
+            "value_col": pl.Series(np.arange(len(codes)), dtype=pl.Int32),
+        }
+    )
+    rows = (
+        events.filter(pl.col("time").is_null())
+        .join(cols, on="code", how="inner")
+        .join(normalizer.stats_table(), on="code", how="left")
+        .select(
+            "subject_id",
+            "value_col",
+            normalizer.normalize_expr(
+                pl.col("numeric_value"), pl.col("center"), pl.col("scale")
+            ).alias("v"),
+        )
+        .drop_nulls("v")
+        .unique(["subject_id", "value_col"], keep="first", maintain_order=True)
+    )
+    where = np.searchsorted(subject_ids, rows["subject_id"].to_numpy())
+    out[where, rows["value_col"].to_numpy()] = rows["v"].to_numpy()
+    return out

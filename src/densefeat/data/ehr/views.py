@@ -20,11 +20,20 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import torch
 
-from .batch import EventBatch
+from .batch import UNK_ID, EventBatch
 
-__all__ = ["event_dropout", "keep_events", "numeric_noise", "random_view", "time_crop"]
+__all__ = [
+    "event_dropout",
+    "keep_events",
+    "keyed_uniforms",
+    "numeric_noise",
+    "random_view",
+    "time_crop",
+    "unknown_codes",
+]
 
 
 def _uniform(batch: EventBatch, generator: torch.Generator) -> torch.Tensor:
@@ -162,3 +171,62 @@ def random_view(
     if noise > 0:
         out = numeric_noise(out, noise, generator)
     return out
+
+
+def keyed_uniforms(keys: np.ndarray, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Uniforms in [0, 1) of shape ``(k, B, n)``, a function of ``(seed, key, position)``.
+
+    Each row's draws depend only on its key (e.g. the row's global index and the step), never
+    on the row's position in the batch, so a batch split over DDP ranks draws exactly what one
+    process draws (splitmix64 of ``seed``, key and position; exact in uint64 arithmetic).
+
+    Args:
+        keys: (B,) int64 row keys.
+        shape: ``(k, n)``: ``k`` draws for each of ``n`` positions.
+        seed: the run's seed.
+    """
+    k, n = shape
+    keys = np.asarray(keys, dtype=np.int64).astype(np.uint64)
+    pos = np.arange(k * n, dtype=np.uint64).reshape(k, 1, n)
+    with np.errstate(over="ignore"):
+        x = (
+            np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+            + keys[None, :, None] * np.uint64(0xBF58476D1CE4E5B9)
+            + pos * np.uint64(0x94D049BB133111EB)
+        )
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return torch.from_numpy((x >> np.uint64(40)).astype(np.float32) / float(1 << 24))
+
+
+def unknown_codes(
+    batch: EventBatch, rate: float, parent_ids: torch.Tensor, draws: torch.Tensor
+) -> EventBatch:
+    """Replace a share ``rate`` of real events' codes by their parent or by ``UNK`` (training).
+
+    Why: every training code passes the vocabulary's cut-off, so without this the ``UNK`` and
+    parent embeddings, which unseen codes at another hospital map to, would never be trained
+    (they would keep their random initial values). Each real event is picked independently with
+    probability ``rate``; a picked event becomes its parent code (``parent_ids[code]``) with
+    probability 1/2 where the vocabulary has a parent, and ``UNK`` otherwise. Values, times and
+    the mask are unchanged (an unseen lab still has its value), so nothing is added or moved.
+
+    Args:
+        batch: the input batch.
+        rate: share of real events replaced, in [0, 1).
+        parent_ids: (vocab_size,) int64, :meth:`Vocabulary.parent_ids` (``UNK_ID`` where none).
+        draws: (2, B, L) uniforms in [0, 1) (:func:`keyed_uniforms`, or ``torch.rand``).
+    """
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"unk rate must be in [0, 1), got {rate}")
+    if rate == 0.0:
+        return batch
+    if tuple(draws.shape) != (2, *batch.codes.shape):
+        raise ValueError(f"draws: shape {tuple(draws.shape)}, want (2, B, L)")
+    draws = draws.to(batch.codes.device)
+    picked = batch.mask & (draws[0] < rate)
+    parent = parent_ids.to(batch.codes.device)[batch.codes]
+    to_parent = (parent != UNK_ID) & (draws[1] < 0.5)
+    new = torch.where(to_parent, parent, torch.full_like(parent, UNK_ID))
+    return replace(batch, codes=torch.where(picked, new, batch.codes))

@@ -33,6 +33,7 @@ from ...data.ehr.batch import EventBatch
 from ...data.ehr.buckets import CPU_MAX_POSITIONS, GPU_MAX_POSITIONS, length_buckets
 from ...data.ehr.builder import HistoryBuilder
 from ...data.ehr.store import EventStore
+from ...data.ehr.views import keyed_uniforms, unknown_codes
 from ...data.ehr.windows import periodic_cuts, window_pairs
 from ...data.meds import MedsDataset, read_labels, read_meds_dataset
 from ...methods import Method, get_method
@@ -179,23 +180,37 @@ def prepare_data(
     return opened.builder, TrainData(store, rows, monitor)
 
 
+def _unknown(
+    batch: EventBatch, unk: tuple[float, torch.Tensor, int] | None, rows: np.ndarray, step: int
+) -> EventBatch:
+    """The batch with a seeded share of codes replaced by parent/UNK (``data.unk_rate``)."""
+    if unk is None or unk[0] == 0.0:
+        return batch
+    rate, parents, seed = unk
+    # Draws keyed by (seed, step, global row): the same on any world size or after a resume.
+    keys = np.asarray(rows, dtype=np.int64) + np.int64(step) * np.int64(1 << 32)
+    draws = keyed_uniforms(keys, (2, batch.seq_len), seed)
+    return unknown_codes(batch, rate, parents, draws)
+
+
 def _inputs(
     method: Method,
     data: TrainData,
     rows: np.ndarray,
     device: torch.device,
     cfg: TrainConfig | None = None,
+    unk: tuple[float, torch.Tensor, int] | None = None,
     step: int = 0,
 ) -> dict:
     table = data.rows[rows]
     if method.inputs == "labels":
-        batch = data.store.gather(*row_times(table))
+        batch = _unknown(data.store.gather(*row_times(table)), unk, rows, step)
         labels = torch.from_numpy(table["boolean_value"].to_numpy().astype(np.float32))
         return {"batch": batch.to(device), "labels": labels.to(device)}
     sid, t = row_times(table, "time_t")
     _, t1 = row_times(table, "time_t1")
     # One history (at t1) per pair; the encoder embeds it at both cut-offs in one pass.
-    batch = data.store.gather(sid, t1)
+    batch = _unknown(data.store.gather(sid, t1), unk, rows, step)
     if cfg is not None and pair_kind(cfg.data.pairs, step) == "views":
         # Two views of the history at t1 (densefeat.train.views); "batch" stays the full
         # history for next-event prediction, which does not use pairs.
@@ -336,6 +351,7 @@ def session(
     method = get_method(cfg.method)
     net = build_ehr_network(cfg, builder)
     sid, pt = row_times(data.monitor)
+    unk = (cfg.data.unk_rate, torch.from_numpy(builder.vocabulary.parent_ids()), cfg.seed)
 
     def monitor_embed(device: torch.device) -> torch.Tensor:
         z = encode_histories(net.encoder, data.store, sid, pt, device=device).backbone
@@ -344,7 +360,9 @@ def session(
     return Session(
         net=net,
         n_rows=data.rows.height,
-        inputs=lambda rows, step, device: _inputs(method, data, rows, device, cfg, step),
+        inputs=lambda rows, step, device: _inputs(
+            method, data, rows, device, cfg=cfg, unk=unk, step=step
+        ),
         monitor_n=data.monitor.height,
         monitor_embed=monitor_embed,
         embed_dim=cfg.encoder.d_model,
