@@ -8,7 +8,9 @@ up and turns user errors into a clear message and a non-zero exit code.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 from importlib import import_module
 
@@ -56,12 +58,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     module = import_module(args._module)
+    rank = _launch_rank()
+    if rank:
+        # Under torchrun every rank runs this same command on the same data: the other ranks'
+        # warnings repeat rank 0's, so rank 0 alone speaks (its errors are every rank's too).
+        warnings.simplefilter("ignore")
     try:
         return int(module.run(args) or 0)
     except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"densefeat {args.command}: error: {msg}", file=sys.stderr)
+        if not rank:
+            print(f"densefeat {args.command}: error: {msg}", file=sys.stderr)
         return 2
+
+
+def _launch_rank() -> int:
+    """This process's rank under torchrun (its ``RANK`` variable), 0 outside it."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

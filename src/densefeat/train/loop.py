@@ -277,9 +277,11 @@ def train(
 
     progress = None
     if cfg.log.progress and rank == 0:
+        from rich.console import Console
         from rich.progress import Progress
 
-        progress = Progress(transient=False)
+        # stderr: stdout carries results only (`densefeat train ... > out.txt` stays clean).
+        progress = Progress(console=Console(stderr=True), transient=False)
         progress.start()
         task = progress.add_task(f"train {cfg.method}", total=cfg.max_steps, completed=start)
     t_start = time.perf_counter()
