@@ -199,8 +199,8 @@ def _inputs(
     rows: np.ndarray,
     device: torch.device,
     cfg: TrainConfig | None = None,
-    unk: tuple[float, torch.Tensor, int] | None = None,
     step: int = 0,
+    unk: tuple[float, torch.Tensor, int] | None = None,
 ) -> dict:
     table = data.rows[rows]
     if method.inputs == "labels":
