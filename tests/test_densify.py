@@ -348,3 +348,22 @@ def test_an_exact_null_direction_needs_dim_below_the_rank() -> None:
     adapter = fit_adapter(x, pairs, method="dense", dim=D - 1, steps=150, batch_size=128)
     ev = np.linalg.eigvalsh(np.cov(adapter(x), rowvar=False))
     assert ev.max() / ev.min() < 10
+
+
+def test_apply_streams_in_bounded_memory(tmp_path: Path) -> None:
+    """Peak traced memory of apply (.npy -> .npy) is bounded by the chunk, not by the file."""
+    import tracemalloc
+
+    n, d = 100_000, 16
+    x = np.random.default_rng(0).normal(size=(n, d)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    rng = np.random.default_rng(1)
+    adapter = Adapter("linear", {"W": rng.normal(size=(d, 4)), "b": rng.normal(size=4)})
+    del x
+    tracemalloc.start()
+    apply_file(adapter, tmp_path / "x.npy", tmp_path / "y.npy", chunk_rows=1000)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < n * d * 4 / 8, peak  # an eighth of the input file
+    x = np.load(tmp_path / "x.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), adapter(x), rtol=1e-6)
