@@ -329,3 +329,41 @@ def test_cli_round_trip_fit_apply_analyze_probe(tmp_path: Path) -> None:
     probe = tmp_path / "probe.json"
     args = ["probe", "--embeddings", str(tmp_path / "dense.parquet"), "--labels", str(labels)]
     assert main([*args, "--bootstrap", "0", "--json", str(probe)]) == 0
+
+
+def test_an_exact_null_direction_needs_dim_below_the_rank() -> None:
+    """A linear map cannot create variance: at D = d the null direction survives (whitening
+    included); at D = rank the dense adapter's output is well conditioned."""
+    cols = _rows(n_subjects=80)
+    x = cols["embedding"].astype(np.float64)
+    x[:, -1] = x[:, :-1].sum(axis=1)  # exact linear dependence: rank d - 1
+    w, b = zca_whitening(x)
+    assert np.linalg.svd(x @ w + b - (x @ w + b).mean(0), compute_uv=False)[-1] < 1e-6
+    w2, b2 = zca_whitening(x, dim=D - 1)
+    ev = np.linalg.eigvalsh(np.cov(x @ w2 + b2, rowvar=False))
+    assert ev.max() / ev.min() < 1.05  # 1 up to the ridge
+    from densefeat.densify import fit_adapter
+
+    pairs = (x[:-1], x[1:])
+    adapter = fit_adapter(x, pairs, method="dense", dim=D - 1, steps=150, batch_size=128)
+    ev = np.linalg.eigvalsh(np.cov(adapter(x), rowvar=False))
+    assert ev.max() / ev.min() < 10
+
+
+def test_apply_streams_in_bounded_memory(tmp_path: Path) -> None:
+    """Peak traced memory of apply (.npy -> .npy) is bounded by the chunk, not by the file."""
+    import tracemalloc
+
+    n, d = 100_000, 16
+    x = np.random.default_rng(0).normal(size=(n, d)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    rng = np.random.default_rng(1)
+    adapter = Adapter("linear", {"W": rng.normal(size=(d, 4)), "b": rng.normal(size=4)})
+    del x
+    tracemalloc.start()
+    apply_file(adapter, tmp_path / "x.npy", tmp_path / "y.npy", chunk_rows=1000)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < n * d * 4 / 8, peak  # an eighth of the input file
+    x = np.load(tmp_path / "x.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), adapter(x), rtol=1e-6)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import EmbeddingSource, open_embeddings
+from ..io import EmbeddingSource, open_embeddings, resolve_chunk_rows
 from ..io.atomic import atomic_path
 from .adapter import Adapter, load_adapter
 
@@ -56,10 +56,10 @@ def _list_column(y: np.ndarray) -> Any:
     return pa.LargeListArray.from_arrays(offsets, values).cast(pa.list_(pa.float32()))
 
 
-def _other_batches(src: EmbeddingSource, rows: int) -> tuple[Iterator[Any] | None, list[str], str]:
+def _other_batches(src: EmbeddingSource, rows: int) -> tuple[Iterator[Any] | None, str]:
     """Batches of the non-embedding columns of a Parquet input, and the output column name."""
     if src.path.suffix.lower() != ".parquet":
-        return None, [], "embedding"
+        return None, "embedding"
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(src.path)
@@ -71,8 +71,8 @@ def _other_batches(src: EmbeddingSource, rows: int) -> tuple[Iterator[Any] | Non
             f"{src.label}: the output column {out_name!r} would clash with an existing column"
         )
     if not names:
-        return None, [], out_name
-    return pf.iter_batches(batch_size=rows, columns=names), names, out_name
+        return None, out_name
+    return pf.iter_batches(batch_size=rows, columns=names), out_name
 
 
 def _lockstep(chunks: Iterator[np.ndarray], batches: Iterator[Any] | None) -> Iterator[Any]:
@@ -122,22 +122,15 @@ def apply_file(
         )
     if out_path.resolve() == src.path.resolve():
         raise ValueError(f"--out {out_path}: is the input file; write elsewhere")
-    rows = resolve_rows(chunk_rows, max(src.d, adapter.d_out))
-    batches, _, out_name = _other_batches(src, rows)
-    pieces = _lockstep(src.chunks(rows), batches)
+    rows = resolve_chunk_rows(chunk_rows, max(src.d, adapter.d_out))
     if out_path.suffix.lower() == ".npy":
         with atomic_path(out_path, suffix=".npy") as tmp:
-            _write_npy(tmp, src.n, adapter.d_out, (adapter(x) for x, _ in pieces))
+            _write_npy(tmp, src.n, adapter.d_out, (adapter(x) for x in src.chunks(rows)))
     else:
+        batches, out_name = _other_batches(src, rows)
         with atomic_path(out_path, suffix=".parquet") as tmp:
-            _write_parquet(tmp, adapter, pieces, out_name)
+            _write_parquet(tmp, adapter, _lockstep(src.chunks(rows), batches), out_name)
     return {"n": src.n, "d_in": src.d, "d_out": adapter.d_out, "out": str(out_path)}
-
-
-def resolve_rows(chunk_rows: int | None, width: int) -> int:
-    from ..io import resolve_chunk_rows
-
-    return resolve_chunk_rows(chunk_rows, width)
 
 
 def _write_npy(tmp: Path, n: int, dim: int, chunks: Iterator[np.ndarray]) -> None:
