@@ -119,6 +119,46 @@ def shared_resamples(
     return out
 
 
+def prepare(
+    data: str | os.PathLike[str],
+    out: Path,
+    bench: BenchmarkConfig,
+    *,
+    labels: list[Path] | None,
+    say: Callable[[str], None],
+    device: torch.device,
+    **source_options: Any,
+) -> tuple[Source, BenchmarkConfig, list[RunSpec], list[Any]]:
+    """Open the data source and list the runs: ``(source, resolved bench, specs,
+    eval_fp_base)``, what :func:`train_and_evaluate` needs (shared by the sequential run and
+    the workers of :mod:`densefeat.benchmark.fanout`, so both fingerprint alike).
+
+    Raises:
+        ValueError: bad settings (named), an ``out`` that is not a directory, or no run.
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
+    # The source reads the data before creating OUT: unreadable data leaves nothing behind.
+    source = open_source(bench, data, out, labels=labels, say=say, device=device, **source_options)
+    bench = source.bench  # with the source's resolved settings (e.g. the jitter scale)
+    specs = source.prepare_specs(bench.runs())
+    if not specs:
+        raise ValueError("no run left to train")
+    eval_settings = {
+        k: v
+        for k, v in bench.to_dict().items()
+        if k not in ("methods", "ablations", "seeds", "device", "scale")
+    }
+    eval_fp_base = [
+        BENCHMARK_VERSION,
+        source.content,
+        eval_settings,
+        [t.fingerprint() for t in source.tasks],
+        *source.rows_fingerprint(),
+    ]
+    return source, bench, specs, eval_fp_base
+
+
 def train_and_evaluate(
     specs: list[RunSpec],
     source: Source,
@@ -214,6 +254,7 @@ def run_benchmark(
     dataset_name: str | None = None,
     say: Callable[[str], None] = print,
     progress: Any = None,
+    workers: int = 1,
     **source_options: Any,
 ) -> dict[str, Any]:
     """Run the benchmark and write ``results.json``, ``results.md`` and ``report.html``.
@@ -228,6 +269,8 @@ def run_benchmark(
         dataset_name: a display name for the report.
         say: receives one-line progress messages.
         progress: an optional ``rich.progress.Progress`` to show training steps in.
+        workers: train and evaluate the runs in this many local processes (one GPU each,
+            round robin, where there are several), then merge (:mod:`densefeat.benchmark.fanout`).
         **source_options: the data source's own options (text: ``min_positives``,
             ``max_tasks``, ``baselines``).
 
@@ -236,37 +279,32 @@ def run_benchmark(
 
     Raises:
         ValueError: bad settings (named), or no run left to train.
+        RuntimeError: a worker's run failed (``workers`` > 1; named, with its error).
     """
     from ..report import render
 
     t_start = time.perf_counter()
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a directory")
     device = _device(bench)
-    # The source reads the data before creating OUT: unreadable data leaves nothing behind.
-    source = open_source(bench, data, out, labels=labels, say=say, device=device, **source_options)
-    bench = source.bench  # with the source's resolved settings (e.g. the jitter scale)
-    specs = source.prepare_specs(bench.runs())
-    if not specs:
-        raise ValueError("no run left to train")
-    eval_settings = {
-        k: v
-        for k, v in bench.to_dict().items()
-        if k not in ("methods", "ablations", "seeds", "device", "scale")
-    }
-    eval_fp_base = [
-        BENCHMARK_VERSION,
-        source.content,
-        eval_settings,
-        [t.fingerprint() for t in source.tasks],
-        *source.rows_fingerprint(),
-    ]
+    requested = bench
+    source, bench, specs, eval_fp_base = prepare(
+        data, out, bench, labels=labels, say=say, device=device, **source_options
+    )
     say(f"{source.describe()}, {len(specs)} runs")
+    if workers > 1:
+        # Every run in worker processes first (each caches its run and evaluation in OUT);
+        # the pass below then only merges: it reuses them all (the resume rules).
+        from .fanout import run_workers
+
+        worker_seconds = run_workers(
+            data, out, requested, specs, workers, labels=labels, say=say, **source_options
+        )
 
     results, arrays, run_seconds = train_and_evaluate(
         specs, source, out, eval_fp_base, say=say, progress=progress
     )
+    if workers > 1:
+        run_seconds.update(worker_seconds)  # the workers' wall-clock, not the merge's
     names = list(dict.fromkeys(s.name for s in specs))
     for name, result in source.baselines(eval_fp_base):
         _add(results, result)

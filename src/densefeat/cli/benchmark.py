@@ -19,6 +19,7 @@ settings match, anything stale is redone (see :mod:`densefeat.benchmark.run`).
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_text_arguments(parser)
     add_common(parser, seeds=3, budget=250)
+    add_fanout_arguments(parser)
+
+
+def add_fanout_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--workers``, ``--plan``, ``--only``: the runs in parallel, then a merge
+    (:mod:`densefeat.benchmark.fanout`)."""
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="train and evaluate the runs in N local processes (one GPU each, round robin), "
+        "then merge (1: one after another)",
+    )
+    parser.add_argument(
+        "--plan",
+        type=Path,
+        default=None,
+        metavar="JOBS.txt",
+        help="write one command per run (each with --only) to this file and stop; run them "
+        "anywhere that sees --out (e.g. a SLURM array), then this command without --plan merges",
+    )
+    parser.add_argument(
+        "--only",
+        type=_names,
+        default=None,
+        metavar="NAME/seedS,...",
+        help="train and evaluate only these runs into --out (no results.json; a plain run merges)",
+    )
 
 
 def config_from_args(args: argparse.Namespace, **extra) -> BenchmarkConfig:
@@ -201,9 +230,48 @@ def run(args: argparse.Namespace) -> int:
 
         data = eunomia_meds()
     console = Console(stderr=True)
-    res = run_with_progress(console, data, args.out, bench, labels=args.labels, **options)
+    if args.plan is not None or args.only is not None:
+        return _fan_out(args, console, data, bench, options)
+    res = run_with_progress(
+        console, data, args.out, bench, labels=args.labels, workers=args.workers, **options
+    )
     console.print(
         f"report: {args.out / 'report.html'} (table: {args.out / 'results.md'}, "
         f"{res['seconds']:.0f} s)"
     )
+    return 0
+
+
+def _fan_out(args: argparse.Namespace, console: Any, data: Any, bench, options: dict) -> int:
+    """``--plan``: write the job list; ``--only``: run those runs (no merge)."""
+    from ..benchmark import fanout
+    from ..io.atomic import write_text_atomic
+
+    say = console.print
+    if args.plan is not None:
+        if args.only is not None:
+            raise ValueError("--plan and --only: choose one (--plan writes the --only commands)")
+        keys = fanout.plan_keys(data, args.out, bench, labels=args.labels, say=say, **options)
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        merge = [
+            "densefeat",
+            "benchmark",
+            *fanout.command_of(args, parser, {"plan", "only", "workers"}),
+        ]
+        lines = fanout.plan_commands(merge, keys)
+        write_text_atomic(args.plan, "\n".join(lines) + "\n")
+        console.print(
+            f"{len(lines)} jobs -> {args.plan}; when they are done, merge with:\n"
+            f"{shlex.join(merge)}"
+        )
+        return 0
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as progress:
+        seconds = fanout.run_only(
+            data, args.out, bench, args.only, labels=args.labels, say=say, progress=progress,
+            **options,
+        )  # fmt: skip
+    console.print(", ".join(f"{k}: {s:.0f} s" for k, s in seconds.items()))
     return 0
