@@ -284,7 +284,7 @@ def _shrunk_cka(ca: Tensor, cb: Tensor, cab: Tensor, shrinkage: float) -> Tensor
 
 def _check_consistency(consistency: str, shrinkage: float) -> None:
     if consistency not in CONSISTENCY_FORMS:
-        raise ValueError(f"consistency must be 'shrunk' or 'cca', got {consistency!r}")
+        raise ValueError(f"consistency must be one of {CONSISTENCY_FORMS}, got {consistency!r}")
     if not (math.isfinite(shrinkage) and shrinkage >= 0.0):
         raise ValueError(f"shrinkage must be a finite number >= 0, got {shrinkage!r}")
 
