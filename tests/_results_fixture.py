@@ -150,6 +150,14 @@ def make_results(*, dense_wins: bool = False) -> dict[str, Any]:
                         "step": steps,
                         "effective_rank": [final * (0.55 + 0.45 * (s / 200) ** 0.5) for s in steps],
                         "loss": [1.0 / (1 + s / 50) for s in steps],
+                        **(
+                            {
+                                "subspace_consistency": [0.7 - 0.3 * s / 200 for s in steps],
+                                "subspace_consistency_shuffled": [0.72 for _ in steps],
+                            }
+                            if method == "dense"
+                            else {}
+                        ),
                     }
                 )
             for task in TASKS:

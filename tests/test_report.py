@@ -391,6 +391,8 @@ def test_figures_have_captions_and_consistent_colours(rendered: dict[str, Any]) 
     assert f"background:{colours['vicreg']}" in page
     assert "isotropic Gaussian" in eigen  # the reference line's legend entry (as paths: caption)
     assert "dashed black line is an isotropic Gaussian matrix" in eigen
+    training = next(f for f in figures if "Effective rank during training" in f)
+    assert "rows shuffled" in training and "subspace-consistency term" in training
 
 
 def test_empty_sections_are_skipped_and_said_so(tmp_path: Path) -> None:

@@ -75,10 +75,16 @@ def reference_record(n: int, d: int, k: int) -> dict[str, Any]:
     }
 
 
+#: Monitoring keys of the subspace-consistency term and its shuffled control (train/monitor.py).
+CONSISTENCY_KEYS = ("subspace_consistency", "subspace_consistency_shuffled")
+
+
 def training_curve(run_dir: Path) -> dict[str, Any]:
     """Steps, loss and the monitoring batch's effective rank (and its row count ``n``) from a
-    run's ``stats.jsonl``."""
+    run's ``stats.jsonl``; with window pairs, also the monitored subspace-consistency term and
+    its row-shuffled control (``None`` at steps that lack them)."""
     steps, ranks, losses, n = [], [], [], None
+    pairing: dict[str, list[float | None]] = {k: [] for k in CONSISTENCY_KEYS}
     path = Path(run_dir) / "stats.jsonl"
     if path.is_file():
         for line in path.read_text().splitlines():
@@ -92,4 +98,9 @@ def training_curve(run_dir: Path) -> dict[str, Any]:
                 ranks.append(float(mon["effective_rank"]))
                 loss = rec.get("loss")
                 losses.append(None if loss is None else float(loss))
-    return {"step": steps, "effective_rank": ranks, "loss": losses, "n": n}
+                for k, values in pairing.items():
+                    values.append(None if mon.get(k) is None else float(mon[k]))
+    out: dict[str, Any] = {"step": steps, "effective_rank": ranks, "loss": losses, "n": n}
+    # Only runs that logged the term carry its lists (text runs have no window pairs).
+    out.update({k: v for k, v in pairing.items() if any(x is not None for x in v)})
+    return out

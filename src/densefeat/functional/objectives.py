@@ -59,6 +59,7 @@ DEFAULT_SHRINKAGE = 3.0
 _VAR_EPS = 1e-4  # VICReg's eps inside the sqrt of the variance hinge
 _RIDGE = 1e-4  # relative ridge: eps = 1e-4 * tr(C) / d
 _TINY = 1e-30  # absolute floor so an all-constant batch does not divide by zero
+_SHIFT_FLOOR = 1e-12  # least shift of the "shrunk" form's trace-normalised covariances
 
 
 def warn_small_batch(n: int, d: int) -> None:
@@ -233,58 +234,102 @@ def _whitened_cross_sq(ca: Tensor, cb: Tensor, cab: Tensor) -> Tensor:
     return _WhitenedCrossSq.apply(ca + _ridge(ca) * eye_a, cab, cb + _ridge(cb) * eye_b)
 
 
-class _SPDInverse(torch.autograd.Function):
-    """``M^-1`` of a symmetric positive definite ``M`` by Cholesky (``cholesky_inverse``).
+class _ShrunkCKA(torch.autograd.Function):
+    """``r = tr(A^-1 C_ab B^-1 C_ab^T) / sqrt(tr((A^-1 C_a)^2) tr((B^-1 C_b)^2))``.
 
-    Backward ``dL/dM = -M^-1 sym(G) M^-1`` with ``sym(G) = (G + G^T) / 2``: ``M`` is symmetric
-    (a covariance plus a ridge), so only the symmetric part of the upstream gradient is a
-    derivative along symmetric perturbations, and the covariance's backward expects a symmetric
-    gradient. Two matmuls, instead of autograd through the factorisation.
+    ``A = C_a + s_a I``, ``s_a = (g + 1e-4) tr(C_a) / d_a`` (``B`` likewise): linear CKA of the
+    shrinkage-whitened features (:func:`subspace_consistency_loss`). One Cholesky factorisation
+    and one ``cholesky_inverse`` per side; ``A^-1 C_a = I - s_a A^-1``, so the normalisers are
+    elementwise. The backward is the closed form, with ``X = A^-1 C_ab``, ``Y = C_ab B^-1``,
+    ``Z = X B^-1``, ``P_a = I - s_a A^-1`` and ``f_aa = ||P_a||_F^2``:
+    ``d f_ab / dA = -Z X^T``, ``d f_ab / dB = -Z^T Y``, ``d f_ab / dC_ab = 2 Z``,
+    ``d f_aa / dA = 2 s_a A^-1 P_a A^-1`` and ``d f_aa / ds_a = -2 tr(P_a A^-1)`` (explicit
+    ``s_a``), ``s_a`` entering ``A`` as ``s_a I`` and depending on ``tr C_a``. Nine ``d x d``
+    matmuls in all, about half of autograd's.
+
+    The ``d x d`` products run in ``mm_dtype`` (float32 for float32 embeddings), the
+    factorisations, inverses and sums in float64: the shrinkage bounds the condition number of
+    ``A`` by ``1 + d / g``, so float32 products lose ~1e-6 relative (tests/test_consistency.py
+    states the tolerance), where the unshrunk ``"cca"`` form (condition up to 1e4 d) could not.
     """
 
     @staticmethod
-    def forward(ctx: Any, m: Tensor) -> Tensor:
-        inv = torch.cholesky_inverse(_cholesky(m, "subspace_consistency_loss"))
-        ctx.save_for_backward(inv)
-        return inv
+    def forward(ctx: Any, ca: Tensor, cb: Tensor, cab: Tensor, g: float, mm_dtype: Any) -> Tensor:
+        # Autocast would lower the float32 products to bf16/fp16: the precision is set here.
+        with torch.autocast(ca.device.type, enabled=False):
+            return _ShrunkCKA._forward(ctx, ca, cb, cab, g, mm_dtype)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        (inv,) = ctx.saved_tensors
-        return -inv @ (0.5 * (grad + grad.mT)) @ inv
+    def _forward(ctx: Any, ca: Tensor, cb: Tensor, cab: Tensor, g: float, mm_dtype: Any) -> Tensor:
+        def side(c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            d = c.shape[0]
+            s = (g + _RIDGE) * c.diagonal().sum() / d + _SHIFT_FLOOR
+            eye = torch.eye(d, dtype=c.dtype, device=c.device)
+            inv = torch.cholesky_inverse(_cholesky(c + s * eye, "subspace_consistency_loss"))
+            return s, inv, eye - s * inv
+
+        sa, ainv, pa = side(ca)
+        sb, binv, pb = side(cb)
+        x = ainv.to(mm_dtype) @ cab.to(mm_dtype)
+        y = cab.to(mm_dtype) @ binv.to(mm_dtype)
+        f_ab = (x.to(ca.dtype) * y.to(ca.dtype)).sum()
+        f_aa, f_bb = pa.square().sum(), pb.square().sum()
+        # An all-constant batch has f_ab = f_aa = f_bb = 0: the floor keeps r = 0 and finite.
+        denom_sq = f_aa * f_bb + _TINY**2
+        r = f_ab / denom_sq.sqrt()
+        ctx.save_for_backward(sa, sb, ainv, binv, pa, pb, x, y, f_aa, f_bb, denom_sq, r)
+        ctx.g, ctx.mm_dtype = g, mm_dtype
+        return r
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        with torch.autocast(grad.device.type, enabled=False):
+            return _ShrunkCKA._backward(ctx, grad)
+
+    @staticmethod
+    def _backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        sa, sb, ainv, binv, pa, pb, x, y, f_aa, f_bb, denom_sq, r = ctx.saved_tensors
+        mm, f64 = ctx.mm_dtype, ainv.dtype
+        c_ab = grad / denom_sq.sqrt()
+        c_aa = -0.5 * grad * r * f_bb / denom_sq
+        c_bb = -0.5 * grad * r * f_aa / denom_sq
+        ainv_m, binv_m = ainv.to(mm), binv.to(mm)
+        z = x @ binv_m
+
+        def side(s, inv, inv_m, p, cross, c_self):
+            # d/dM of the f_ab and f_aa parts (M = C + s I), then s's share through tr(C).
+            g_m = -c_ab * cross.to(f64) + (2.0 * c_self * s) * (inv_m @ (p.to(mm) @ inv_m)).to(f64)
+            g_s = g_m.diagonal().sum() - 2.0 * c_self * (p * inv).sum()
+            d = inv.shape[0]
+            return g_m + (g_s * (ctx.g + _RIDGE) / d) * torch.eye(d, dtype=f64, device=inv.device)
+
+        grad_ca = side(sa, ainv, ainv_m, pa, z @ x.mT, c_aa)
+        grad_cb = side(sb, binv, binv_m, pb, z.mT @ y, c_bb)
+        return grad_ca, grad_cb, (2.0 * c_ab) * z.to(f64), None, None
 
 
-def _shrunk_inverse(c: Tensor, shrinkage: float) -> Tensor:
-    """``(C + (g + 1e-4) tr(C)/d I)^-1``: the shrinkage target is the isotropic matrix of the
-    same trace (Ledoit & Wolf 2004); the ``1e-4`` ridge keeps ``g = 0`` positive definite."""
-    d = c.shape[0]
-    shift = (shrinkage + _RIDGE) * c.diagonal().sum() / d + _TINY
-    return _SPDInverse.apply(c + shift * torch.eye(d, dtype=c.dtype, device=c.device))
+def _shrunk_cka(ca: Tensor, cb: Tensor, cab: Tensor, shrinkage: float, mm_dtype: Any) -> Tensor:
+    """``tr(A^-1 C_ab B^-1 C_ab^T) / sqrt(tr((A^-1 C_a)^2) tr((B^-1 C_b)^2))``, by
+    :class:`_ShrunkCKA`.
 
+    Equal to linear CKA between the whitened features ``za A^-1/2`` and ``zb B^-1/2`` (their
+    covariances are ``A^-1/2 C_a A^-1/2``, and ``tr(A^-1 C_a A^-1 C_a)`` is its squared
+    Frobenius norm), so it lies in [0, 1] by Cauchy-Schwarz. No square root of a matrix is
+    formed.
 
-def _shrunk_cka(ca: Tensor, cb: Tensor, cab: Tensor, shrinkage: float) -> Tensor:
-    """``tr(A^-1 C_ab B^-1 C_ab^T) / sqrt(tr((A^-1 C_a)^2) tr((B^-1 C_b)^2))``.
-
-    ``A, B`` the shrunk covariances. Equal to linear CKA between the whitened features
-    ``za A^-1/2`` and ``zb B^-1/2`` (their covariances are ``A^-1/2 C_a A^-1/2``, and
-    ``tr(A^-1 C_a A^-1 C_a) = ||A^-1/2 C_a A^-1/2||_F^2``), so it lies in [0, 1] by Cauchy-
-    Schwarz. Each trace of a product of two matrices is a sum of an elementwise product:
-    ``tr(X Y) = sum(X * Y^T)``; no square root of a matrix is formed.
+    The ratio is invariant to the scale of either side, so each side is first divided by its
+    mean variance ``tr(C)/d``: the inverses are then bounded by ``1 / g`` whatever the data's
+    units (no float32 overflow in the products), and an all-constant batch meets the floor
+    ``s >= 1e-12`` instead of a near-zero shift.
     """
-    ainv = _shrunk_inverse(ca, shrinkage)
-    binv = _shrunk_inverse(cb, shrinkage)
-    cross = ((ainv @ cab) * (cab @ binv)).sum()
-    pa = ainv @ ca
-    pb = binv @ cb
-    norm_sq = (pa * pa.mT).sum() * (pb * pb.mT).sum()
-    # An all-constant batch has pa = pb = cross = 0. The floor inside the square root keeps
-    # both the value (0 / tiny: the loss is 1) and sqrt's gradient at 0 finite.
-    return cross / (norm_sq + _TINY**2).sqrt()
+    ta = ca.diagonal().sum() / ca.shape[0] + _TINY
+    tb = cb.diagonal().sum() / cb.shape[0] + _TINY
+    return _ShrunkCKA.apply(ca / ta, cb / tb, cab / (ta * tb).sqrt(), float(shrinkage), mm_dtype)
 
 
 def _check_consistency(consistency: str, shrinkage: float) -> None:
     if consistency not in CONSISTENCY_FORMS:
-        raise ValueError(f"consistency must be 'shrunk' or 'cca', got {consistency!r}")
+        raise ValueError(f"consistency must be one of {CONSISTENCY_FORMS}, got {consistency!r}")
     if not (math.isfinite(shrinkage) and shrinkage >= 0.0):
         raise ValueError(f"shrinkage must be a finite number >= 0, got {shrinkage!r}")
 
@@ -294,8 +339,15 @@ def subspace_consistency_from_moments(
     top_k: int | None = None,
     consistency: str = DEFAULT_CONSISTENCY,
     shrinkage: float = DEFAULT_SHRINKAGE,
+    *,
+    products_dtype: torch.dtype | None = None,
 ) -> Tensor:
-    """Subspace-consistency loss from paired moments; see :func:`subspace_consistency_loss`."""
+    """Subspace-consistency loss from paired moments; see :func:`subspace_consistency_loss`.
+
+    ``products_dtype``: the dtype of the embeddings' products when ``m`` already holds float64
+    covariances (:func:`dense_feature_loss_from_moments` converts them once); by default that
+    of ``m.cov_a``. It sets the precision of the ``"shrunk"`` form's ``d x d`` products.
+    """
     if m.cov_b is None or m.cov_ab is None:
         raise ValueError("subspace consistency needs paired moments (za and zb)")
     _check_consistency(consistency, shrinkage)
@@ -316,7 +368,10 @@ def subspace_consistency_from_moments(
         cab = v.T @ cab
         k = top_k
     if consistency == "shrunk":
-        loss = 1.0 - _shrunk_cka(ca, cb, cab, shrinkage)
+        # float32 embeddings: float32 d x d products (see _ShrunkCKA); float64 stays float64.
+        dtype = products_dtype or m.cov_a.dtype
+        mm = torch.float64 if dtype == torch.float64 else torch.float32
+        loss = 1.0 - _shrunk_cka(ca, cb, cab, shrinkage, mm)
     else:
         loss = 1.0 - _whitened_cross_sq(ca, cb, cab) / k
     return loss.to(m.cov_a.dtype)
@@ -416,7 +471,7 @@ def dense_feature_loss_from_moments(
         total = total + w_orth * parts["feature_orthogonality"]
     if w_sub != 0.0:
         parts["subspace_consistency"] = subspace_consistency_from_moments(
-            m, top_k, consistency, shrinkage
+            m, top_k, consistency, shrinkage, products_dtype=out_dtype
         )
         total = total + w_sub * parts["subspace_consistency"]
     terms = {name: value.detach().to(out_dtype) for name, value in parts.items()}

@@ -12,7 +12,8 @@ the monitoring batch's embeddings.
 
 Monitoring (:mod:`densefeat.train.monitor`): every ``log.monitor_every`` steps, in
 ``stats.jsonl`` under ``monitor``, the geometry of the fixed monitoring batch (backbone and
-projector) and the collapse flag.
+projector), the collapse flag and, with window pairs (EHR), the subspace-consistency term on
+held-out window pairs beside its row-shuffled control.
 
 Determinism (what makes ``resume`` exact): the rows of step ``s`` are a function of
 ``(seed, s)`` only (:func:`step_rows`: a seeded permutation per epoch) and the dropout
@@ -58,7 +59,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .modalities import get_modality
-from .monitor import CollapseMonitor, monitor_geometry
+from .monitor import CollapseMonitor, monitor_consistency, monitor_geometry
 from .runs import run_record
 
 __all__ = ["resolve_epochs", "step_rows", "train"]
@@ -256,6 +257,17 @@ def train(
         if session.monitor_n < 2:
             return {}
         geo = monitor_geometry(session.monitor_embed(device), net.head)
+        if session.monitor_pairs is not None:
+            za, zb = session.monitor_pairs(device)
+            geo.update(
+                monitor_consistency(
+                    za,
+                    zb,
+                    net.head,
+                    consistency=cfg.dense.consistency,
+                    shrinkage=cfg.dense.shrinkage,
+                )
+            )
         er = geo["effective_rank"]
         collapse = collapse_rule.update(er)
         if collapse:

@@ -142,9 +142,14 @@ def training(results: Mapping[str, Any], colours: Mapping[str, str]) -> Plot:
     if not recs:
         return Plot(key, title, "", skipped="results.json has no training curves.")
     ref = _training_reference(results)
+    pairing = _consistency_curves(recs)
 
     def draw() -> Any:
-        fig, (ax,) = new_figure(1, 7.6, 4.4)
+        if pairing:
+            fig, (ax, ax_sub) = new_figure(2, 10.5, 4.4, ratios=(1.4, 1.0))
+            _draw_consistency(ax_sub, pairing, colours)
+        else:
+            fig, (ax,) = new_figure(1, 7.6, 4.4)
         group = group_by(recs, lambda r: r["method"])
         for method in draw_order(ordered_methods(results, group)):
             for i, rec in enumerate(group[method]):
@@ -166,7 +171,9 @@ def training(results: Mapping[str, Any], colours: Mapping[str, str]) -> Plot:
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("effective rank (monitoring batch)")
         ax.set_ylim(bottom=0)
-        legend_below(fig, *unique_legend([ax], legend_order(results)))
+        axes = [ax, ax_sub] if pairing else [ax]
+        order = [*legend_order(results), "dense: paired", "dense: rows shuffled"]
+        legend_below(fig, *unique_legend(axes, order))
         return fig
 
     svg = draw_svg(key, title, draw)
@@ -186,4 +193,46 @@ def training(results: Mapping[str, Any], colours: Mapping[str, str]) -> Plot:
         )
         + " A curve that falls is collapsing; random (untrained) has no curve."
     )
+    if pairing:
+        caption += (
+            " Right: dense's subspace-consistency term on held-out window pairs of the "
+            "monitoring subjects (solid) and the same with the second window's rows shuffled "
+            "(dashed, its chance level), one pair of lines per seed: the term learns the pairing "
+            "only where the solid line falls below the dashed one."
+        )
     return Plot(key, title, caption, svg=svg)
+
+
+def _consistency_curves(recs: Sequence[Mapping[str, Any]]) -> list[list[tuple[float, ...]]]:
+    """Per dense seed, the finite (step, paired, shuffled) points of the monitored term."""
+    out = []
+    for rec in recs:
+        if rec["method"] != "dense":
+            continue
+        paired = rec.get("subspace_consistency") or ()
+        shuffled = rec.get("subspace_consistency_shuffled") or ()
+        if len(paired) != len(rec["step"]) or len(shuffled) != len(rec["step"]):
+            continue
+        pts = [
+            (s, p, q)
+            for s, p, q in zip(rec["step"], paired, shuffled, strict=True)
+            if finite(s) and finite(p) and finite(q)
+        ]
+        if pts:
+            out.append(pts)
+    return out
+
+
+def _draw_consistency(ax: Any, curves: list[list[tuple[float, ...]]], colours: Any) -> None:
+    style = line_style("dense", colours)
+    for i, pts in enumerate(curves):
+        steps = [p[0] for p in pts]
+        ax.plot(steps, [p[1] for p in pts], label="dense: paired" if i == 0 else "_", **style)
+        ax.plot(
+            steps,
+            [p[2] for p in pts],
+            label="dense: rows shuffled" if i == 0 else "_",
+            **{**style, "linestyle": "--"},
+        )
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("subspace consistency (lower: paired)")

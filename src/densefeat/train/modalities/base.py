@@ -76,6 +76,9 @@ class Session:
             modality facts (e.g. a text run's label names and pretrained-backbone fingerprint).
         files: extra JSON files written into a new run directory (``history.json``).
         find_unused: DDP must look for parameters without gradient.
+        monitor_pairs: ``device -> (za, zb)``, backbone embeddings (m, d) of both windows of
+            fixed window pairs of held-out subjects, for the monitored subspace-consistency
+            term and its shuffled control; ``None`` where the modality has no such pairs.
     """
 
     net: Network
@@ -87,6 +90,7 @@ class Session:
     run_info: dict[str, Any]
     files: dict[str, Any] = field(default_factory=dict)
     find_unused: bool = False
+    monitor_pairs: Callable[[torch.device], tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
 @dataclass

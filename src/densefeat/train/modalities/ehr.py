@@ -64,11 +64,14 @@ class TrainData:
         rows: training rows: window pairs (``subject_id, time_t, time_t1``) or labels
             (``subject_id, prediction_time, boolean_value``) of training subjects only.
         monitor: ``subject_id, prediction_time`` of the fixed monitoring batch (may be empty).
+        monitor_pairs: ``subject_id, time_t, time_t1``: fixed window pairs of the monitoring
+            subjects, the latest of each (:func:`monitor_window_pairs`; may be empty).
     """
 
     store: EventStore
     rows: pl.DataFrame
     monitor: pl.DataFrame
+    monitor_pairs: pl.DataFrame | None = None
 
 
 def row_times(rows: pl.DataFrame, column: str = "prediction_time") -> tuple[np.ndarray, ...]:
@@ -86,6 +89,58 @@ def monitor_rows(ds: Any, store: EventStore, size: int) -> pl.DataFrame:
         if ids.len():
             return end.filter(pl.col("subject_id").is_in(ids.implode())).head(size)
     return end.head(0)
+
+
+def monitor_window_pairs(
+    store: EventStore, monitor: pl.DataFrame, window_days: float
+) -> pl.DataFrame:
+    """Window pairs of the monitoring subjects, one per subject (its latest), in the
+    monitoring batch's subject order: the rows of the monitored subspace-consistency term.
+    Subjects with a single window contribute nothing (empty frame when none has two)."""
+    ids = monitor["subject_id"].cast(pl.Int64).unique(maintain_order=True)
+    if ids.len() == 0:
+        return pl.DataFrame(
+            schema={
+                "subject_id": pl.Int64,
+                "time_t": pl.Datetime("us"),
+                "time_t1": pl.Datetime("us"),
+            }
+        )
+    pairs = window_pairs(store, periodic_cuts(store, window_days, subjects=ids.to_numpy()))
+    last = pairs.group_by("subject_id", maintain_order=True).last()
+    order = pl.DataFrame({"subject_id": ids}).with_row_index("_order")
+    return (
+        last.join(order, on="subject_id").sort("_order").select("subject_id", "time_t", "time_t1")
+    )
+
+
+@torch.no_grad()
+def encode_window_pairs(
+    encoder: nn.Module,
+    store: EventStore,
+    pairs: pl.DataFrame,
+    *,
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backbone embeddings ``(za, zb)`` (n, d), float32 on the CPU, of both windows of
+    ``pairs`` (``subject_id, time_t, time_t1``), the encoder in eval mode (then restored);
+    one history per pair, cut at ``t1`` and embedded at both cut-offs, as in training."""
+    sid, t = row_times(pairs, "time_t")
+    _, t1 = row_times(pairs, "time_t1")
+    was_training = encoder.training
+    encoder.eval()
+    out = []
+    try:
+        for lo in range(0, len(sid), batch_size):
+            sl = slice(lo, lo + batch_size)
+            batch = store.gather(sid[sl], t1[sl])
+            cutoffs = torch.from_numpy(np.stack([t[sl], t1[sl]], axis=1))
+            out.append(encoder.forward_at(batch.to(device), cutoffs.to(device)).float().cpu())
+    finally:
+        encoder.train(was_training)
+    z = torch.cat(out) if out else torch.zeros(0, 2, int(encoder.embed_dim))
+    return z[:, 0], z[:, 1]
 
 
 def require_rows(cfg: TrainConfig, method: Method, n_rows: int, what: str, where: str) -> None:
@@ -177,7 +232,8 @@ def prepare_data(
     where = f"from {opened.train_ids.len()} training subjects"
     require_rows(cfg, method, rows.height, what, where)
     monitor = monitor_rows(opened.dataset, store, cfg.log.monitor_size)
-    return opened.builder, TrainData(store, rows, monitor)
+    pairs = monitor_window_pairs(store, monitor, cfg.data.window_days)
+    return opened.builder, TrainData(store, rows, monitor, pairs)
 
 
 def _unknown(
@@ -357,6 +413,12 @@ def session(
         z = encode_histories(net.encoder, data.store, sid, pt, device=device).backbone
         return torch.from_numpy(z)
 
+    def monitor_pairs(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        return encode_window_pairs(net.encoder, data.store, data.monitor_pairs, device=device)
+
+    # Fewer than 3 pairs: no covariance to compare (the term needs n >= 2 rows per side).
+    has_pairs = data.monitor_pairs is not None and data.monitor_pairs.height >= 3
+
     return Session(
         net=net,
         n_rows=data.rows.height,
@@ -369,6 +431,7 @@ def session(
         run_info={"encoder": ehr_encoder_config(cfg, builder).to_dict()},
         files={"history.json": builder.to_dict()},
         find_unused=not method.uses_all_parameters,
+        monitor_pairs=monitor_pairs if has_pairs else None,
     )
 
 
