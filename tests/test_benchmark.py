@@ -60,6 +60,7 @@ def _config(**changes: Any) -> BenchmarkConfig:
         tasks=(TASK,),
         scale="smoke",
     )
+    base.setdefault("trials", 1)  # tuning has its own test (tests/test_tuning.py)
     base.update(changes)
     return BenchmarkConfig(**base)
 

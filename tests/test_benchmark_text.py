@@ -105,6 +105,7 @@ def _config(**changes: Any) -> BenchmarkConfig:
         scale="smoke",
         modality="text",
     )
+    base.setdefault("trials", 1)  # tuning has its own test (tests/test_tuning.py)
     base.update(changes)
     return BenchmarkConfig(**base)
 

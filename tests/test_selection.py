@@ -112,3 +112,11 @@ def test_report_states_selection_and_untrained_comparison() -> None:
     text = " ".join(endpoint_sentences({"comparison": cmp, "scale": "full", "probes": PROBES}))
     assert "chosen on the tuning split" in text
     assert "not distinguishable from the untrained encoder" in text
+
+
+def test_report_names_collapsed_methods() -> None:
+    cmp = {"robustness": None}
+    table = [{"method": "vicreg", "collapsed": True}, {"method": "dense", "collapsed": False}]
+    results = {"comparison": cmp, "scale": "full", "table": table, "tuning": {"methods": {"a": 1}}}
+    text = " ".join(endpoint_sentences(results))
+    assert "Collapsed (after tuning): vicreg " in text and "dense" not in text.split("Collapsed")[1]

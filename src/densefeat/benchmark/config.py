@@ -18,6 +18,7 @@ __all__ = [
     "ABLATIONS",
     "BENCHMARK_VERSION",
     "DEFAULT_METHODS",
+    "DEFAULT_TRIALS",
     "PERTURBATIONS",
     "BenchmarkConfig",
     "RunSpec",
@@ -29,6 +30,10 @@ BENCHMARK_VERSION = 2
 
 #: TrainConfig keys a benchmark sets itself (the budget must be equal for every method).
 RESERVED_KEYS = ("method", "seed", "max_steps", "epochs", "modality")
+
+#: Random-search trials per method before the comparison (``--trials``; 1 = the defaults only,
+#: no tuning). The same default for the CLI and the API (densefeat.benchmark.tuning).
+DEFAULT_TRIALS = 6
 
 #: The comparison's methods, in the order of the table (docs/design.md, Baselines).
 DEFAULT_METHODS = ("dense", "simclr", "vicreg", "barlow", "masked", "supervised", "random")
@@ -102,6 +107,8 @@ class BenchmarkConfig:
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         modality: what the runs train on (``"ehr"``, ``"text"``; every run's
             ``TrainConfig.modality``).
+        trials: random-search trials per trained method, chosen on the tuning split's macro
+            probe AUROC (:mod:`densefeat.benchmark.tuning`); 1: every method at its defaults.
     """
 
     methods: tuple[str, ...] = DEFAULT_METHODS
@@ -121,6 +128,7 @@ class BenchmarkConfig:
     scale: str = "full"
     device: str = "auto"
     modality: str = "ehr"
+    trials: int = DEFAULT_TRIALS
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -139,7 +147,7 @@ class BenchmarkConfig:
             raise ValueError(f"--jitter-days must be > 0, got {self.jitter_days}")
         if not self.methods:
             raise ValueError("--methods: at least one method")
-        for name in ("seeds", "budget", "k", "draws", "bootstrap"):
+        for name in ("seeds", "budget", "k", "draws", "bootstrap", "trials"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.max_eval_times < 0:

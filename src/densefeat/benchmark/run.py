@@ -55,6 +55,7 @@ from .summary import (
     seed_pairs,
     summary_table,
 )
+from .tuning import apply_chosen, collapse_flags, tune
 
 __all__ = ["RESULTS_KIND", "RESULTS_VERSION", "run_benchmark"]
 
@@ -147,7 +148,9 @@ def prepare(
     eval_settings = {
         k: v
         for k, v in bench.to_dict().items()
-        if k not in ("methods", "ablations", "seeds", "device", "scale")
+        # trials: a run's evaluation depends on its config (tuned overrides included), not on
+        # how many trials chose it.
+        if k not in ("methods", "ablations", "seeds", "device", "scale", "trials")
     }
     eval_fp_base = [
         BENCHMARK_VERSION,
@@ -291,6 +294,26 @@ def run_benchmark(
         data, out, bench, labels=labels, say=say, device=device, **source_options
     )
     say(f"{source.describe()}, {len(specs)} runs")
+    # Fair tuning (densefeat.benchmark.tuning): the same seeded random search for every
+    # trained method, chosen on the tuning split; the comparison's runs use the choice.
+    tuning: dict[str, Any] | None = None
+    if bench.trials > 1 and source.modality != "ehr":
+        tuning = {
+            "trials": bench.trials,
+            "skipped": f"tuning is not implemented for "
+            f"{source.modality} yet: every method at its defaults",
+            "methods": {},
+        }
+        say(tuning["skipped"])
+    elif bench.trials > 1:
+        tuning = tune(source, out, eval_fp_base, [s.method for s in specs], say=say)
+        specs = apply_chosen(specs, tuning)
+
+    if workers > 1 and tuning is not None and tuning["methods"]:
+        # The workers rebuild each run from its key, without the chosen configuration, so
+        # tuned runs are trained here (passing the choices to workers is not built yet).
+        say("--workers: tuned runs are trained in this process (--trials > 1)")
+        workers = 1
     if workers > 1:
         # Every run in worker processes first (each caches its run and evaluation in OUT);
         # the pass below then only merges: it reuses them all (the resume rules).
@@ -319,16 +342,16 @@ def run_benchmark(
         auroc_fn, drop_fn = resampled_endpoints(arrays, source.tasks, shared, bench.perturbations)
         # The best baseline is chosen on the tuning split (docs/design.md, Baselines), then
         # compared with dense on held-out rows; the untrained encoder is compared on its own.
-        tuning = macro_tuning_auroc(results["probes"])
+        selection = macro_tuning_auroc(results["probes"])
         held = macro_auroc(results["probes"])
         comparison = {
             "endpoint": "probe_auroc_macro",
             "n_bootstrap": bench.bootstrap,
             **getattr(source, "comparison_record", dict)(),
-            **(compare(held, auroc_fn, names, select_by=tuning) or {}),
+            **(compare(held, auroc_fn, names, select_by=selection) or {}),
             "tuning_auroc": {
-                m: float(np.mean([v for (mm, _), v in tuning.items() if mm == m]))
-                for m in dict.fromkeys(m for m, _ in tuning)
+                m: float(np.mean([v for (mm, _), v in selection.items() if mm == m]))
+                for m in dict.fromkeys(m for m, _ in selection)
             },
             "untrained": compare_pair(held, auroc_fn, "dense", "random"),
             "robustness": compare(
@@ -336,7 +359,7 @@ def run_benchmark(
                 drop_fn,
                 names,
                 lower_is_better=True,
-                select_by=tuning,
+                select_by=selection,
             ),
         }
 
@@ -375,7 +398,9 @@ def run_benchmark(
         "reference": reference,
         "comparison": comparison,
     }
+    res["tuning"] = tuning
     table = summary_table(res, names)
+    collapse_flags(table, results["training_curves"])
     source.finish_table(table)
     res["table"] = table
     res["seconds"] = time.perf_counter() - t_start

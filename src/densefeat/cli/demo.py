@@ -82,7 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"with --notes: these labels as tasks (default: the {SMOKE_TEXT_MAX_TASKS} with the "
         f"most positives, >= {SMOKE_TEXT_MIN_POSITIVES} in every split)",
     )
-    add_common(parser, seeds=1, budget=SMOKE_BUDGET)
+    # trials=1: the demo runs every method at its defaults (no tuning) to stay short.
+    add_common(parser, seeds=1, budget=SMOKE_BUDGET, trials=1)
     # None: each part's smoke budget (EHR SMOKE_BUDGET, text SMOKE_TEXT_BUDGET).
     parser.set_defaults(budget=None)
 
@@ -159,6 +160,7 @@ def _text_config(args: argparse.Namespace, user: dict, user_budget: int | None):
         device=args.device,
         scale="smoke" if smoke else "full",
         modality="text",
+        trials=args.trials,
     )
 
 

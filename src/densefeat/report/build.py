@@ -24,6 +24,7 @@ from .tables import (
     robustness_tables,
     tasks_table,
     temporal_tables,
+    tuning_table,
 )
 
 __all__ = ["build_report"]
@@ -43,6 +44,7 @@ def build_report(results: Mapping[str, Any]) -> Report:
     """
     validate(results)
     tables = (
+        *((tuning_table(results),) if results.get("tuning") else ()),
         tasks_table(results),
         *probe_tables(results),
         *kshot_tables(results),

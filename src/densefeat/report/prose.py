@@ -218,6 +218,13 @@ def endpoint_sentences(results: Mapping[str, Any]) -> tuple[str, ...]:
         )
     if isinstance(cmp, Mapping):
         endpoints += _selection_and_untrained(cmp)
+    collapsed = [r["method"] for r in results.get("table") or () if r.get("collapsed")]
+    if collapsed:
+        tuned = " (after tuning)" if (results.get("tuning") or {}).get("methods") else ""
+        endpoints.append(
+            f"Collapsed{tuned}: {', '.join(collapsed)} (final monitoring effective rank below "
+            "10% of d); a comparison against a collapsed method says little about either."
+        )
     rob = cmp.get("robustness") if isinstance(cmp, Mapping) else None
     if check_comparison(rob, "comparison.robustness"):
         higher = higher_is_better_of(rob, False)

@@ -6,6 +6,7 @@ from .geometry import geometry_table
 from .probes import kshot_tables, probe_tables, tasks_table
 from .robustness import robustness_tables
 from .temporal import temporal_tables
+from .tuning import tuning_table
 
 __all__ = [
     "alignment_table",
@@ -16,4 +17,5 @@ __all__ = [
     "robustness_tables",
     "tasks_table",
     "temporal_tables",
+    "tuning_table",
 ]
