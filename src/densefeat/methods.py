@@ -188,12 +188,24 @@ def _forward_events(encoder: nn.Module, head: nn.Module | None, inputs: dict[str
     # A multimodal encoder: next-event prediction trains its codes (EHR) encoder only.
     ehr = getattr(encoder, "ehr_encoder", encoder)
     batch = inputs["batch"]
-    states = ehr.event_states(batch)  # (B, L, d), causal
-    # The state at event p predicts the code of event p + 1 (both real events).
-    target = batch.codes[:, 1:]
+    return _next_event_outputs(ehr.event_states(batch), head, batch)
+
+
+def _next_event_outputs(states: Tensor, head: nn.Module | None, batch: Any) -> dict:
+    """Next-event (or next-hour) prediction outputs from causal per-position states."""
+    # The state at position p predicts position p + 1 (both real).
     keep = batch.mask[:, 1:] & batch.mask[:, :-1]
-    logits = head(states[:, :-1][keep])  # type: ignore[misc]
-    return {"logits": logits, "target": target[keep]}
+    out = head(states[:, :-1][keep])  # type: ignore[misc]
+    if batch.is_binned:
+        # Hour tokens: which variables the next hour measures (a logit each) and their values.
+        v = batch.bin_values.shape[-1]
+        return {
+            "bin_logits": out[:, :v],
+            "bin_pred": out[:, v:],
+            "bin_mask": batch.bin_mask[:, 1:][keep],
+            "bin_values": batch.bin_values[:, 1:][keep],
+        }
+    return {"logits": out, "target": batch.codes[:, 1:][keep]}
 
 
 def _forward_labels(encoder: nn.Module, head: nn.Module | None, inputs: dict[str, Any]) -> dict:
@@ -252,8 +264,47 @@ def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def _global_means(sums: list[Tensor], counts: list[Tensor]) -> list[Tensor]:
+    """Exact means over the GLOBAL batch of per-rank sums (one all-reduce of the counts).
+
+    Value: ``global_sum / global_count`` on every rank. Gradient: ``world * d(local sum) /
+    count``, which DDP's average over ranks turns into ``d(global sum) / count``, the
+    single-process gradient of the global batch. A zero count gives 0.
+    """
+    stats = torch.stack([s.detach() for s in sums] + [c.to(sums[0].dtype) for c in counts])
+    world = _world()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(stats)  # detached numbers: a plain all_reduce is exact here
+    k = len(sums)
+    out = []
+    for i, local_sum in enumerate(sums):
+        count = stats[k + i].clamp_min(1.0)
+        local = local_sum * (world / count)
+        out.append(local - local.detach() + stats[i] / count)
+    return out
+
+
+def _hour_loss(out: dict[str, Tensor]) -> tuple[Tensor, dict]:
+    """Next-hour prediction: BCE of which variables are measured + MSE of their values.
+
+    ``loss = mean_{tokens, variables} BCE(logit, measured) + mean_{measured} (pred - value)^2``,
+    each an exact global-batch mean (:func:`_global_means`).
+    """
+    logits, measured = out["bin_logits"].float(), out["bin_mask"]
+    pred, value = out["bin_pred"].float(), out["bin_values"].float()
+    bce = F.binary_cross_entropy_with_logits(logits, measured.to(logits.dtype), reduction="sum")
+    sq = ((pred - value) ** 2 * measured.to(pred.dtype)).sum()
+    n_bce = torch.tensor(float(logits.numel()), device=logits.device)
+    presence, values = _global_means([bce, sq], [n_bce, measured.sum()])
+    return presence + values, {"presence_bce": presence.detach(), "value_mse": values.detach()}
+
+
 def _masked_loss(cfg: Any) -> LossFn:
     def loss_fn(out: dict[str, Tensor], inputs: dict[str, Any]) -> tuple[Tensor, dict]:
+        if "bin_logits" in out:
+            return _hour_loss(out)
         logits, target = out["logits"].float(), out["target"]
         total = F.cross_entropy(logits, target, ignore_index=PAD_ID, reduction="sum")
         stats = torch.stack(

@@ -396,6 +396,13 @@ def perturb(
         raise ValueError(
             f"unknown EHR perturbation {name!r}; choose one of {sorted(PERTURBATION_FUNCTIONS)}"
         )
+    if batch.is_binned and name != "event_dropout":
+        # Jittering or renaming an hour token's last event would leave its (B, L, V) values
+        # untouched: a silent no-op the robustness table would read as robustness.
+        raise ValueError(
+            f"perturbation {name!r} is not defined on hour tokens (data.tokens=hours); "
+            "event_dropout (whole hours) is"
+        )
     return PERTURBATION_FUNCTIONS[name](batch, level, generator, **kwargs)
 
 

@@ -87,7 +87,7 @@ def _truncate(batch: EventBatch, max_len: int) -> EventBatch:
     """The last ``max_len`` positions (the most recent events of a left-padded batch)."""
     if batch.seq_len <= max_len:
         return batch
-    cut = {name: getattr(batch, name)[:, -max_len:] for name in EventBatch.SEQUENCE_FIELDS}
+    cut = {name: getattr(batch, name)[:, -max_len:] for name in batch.position_fields()}
     return replace(batch, **cut)
 
 

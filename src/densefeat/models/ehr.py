@@ -119,6 +119,11 @@ class EHREncoderConfig:
             (``age / 100``: 100 means a period of one year).
         learn_time_frequencies: train the frequencies (else they stay a fixed buffer).
         value_embedding: ``"code"`` (a value direction per code) or ``"mlp"`` (one shared MLP).
+        tokens: ``"events"`` (a token per event: code + value + time embeddings) or
+            ``"hours"`` (a token per hour bin: ``W [bin_values; bin_mask] + time``, one Linear
+            of every variable's last value in the hour and its missingness mask; the batches
+            must carry ``bin_values``, see :class:`~densefeat.data.ehr.EventBatch`).
+        n_variables: V of hour tokens (``len(vocabulary)``); 0 for event tokens.
     """
 
     vocab_size: int
@@ -133,6 +138,8 @@ class EHREncoderConfig:
     time_max_frequency: float = 100.0
     learn_time_frequencies: bool = True
     value_embedding: str = "code"
+    tokens: str = "events"
+    n_variables: int = 0
 
     def __post_init__(self) -> None:
         def positive_int(name: str, minimum: int = 1) -> None:
@@ -166,6 +173,12 @@ class EHREncoderConfig:
                 "EHREncoderConfig.learn_time_frequencies must be a bool, "
                 f"got {self.learn_time_frequencies!r}"
             )
+        if self.tokens not in ("events", "hours"):
+            raise ValueError(
+                f"EHREncoderConfig.tokens must be 'events' or 'hours', got {self.tokens!r}"
+            )
+        if self.tokens == "hours":
+            positive_int("n_variables")
         if self.value_embedding not in _VALUE_EMBEDDINGS:
             raise ValueError(
                 f"EHREncoderConfig.value_embedding must be one of {_VALUE_EMBEDDINGS}, "
@@ -175,10 +188,13 @@ class EHREncoderConfig:
     @classmethod
     def from_builder(cls, builder: HistoryBuilder, **overrides: Any) -> EHREncoderConfig:
         """A config sized for ``builder`` (vocab_size, n_static, max_len), plus ``overrides``."""
+        tokens = getattr(builder, "tokens", "events")
         sizes = {
             "vocab_size": len(builder.vocabulary),
             "n_static": builder.vocabulary.n_static,
             "max_len": builder.max_len,
+            "tokens": tokens,
+            "n_variables": len(builder.vocabulary) if tokens == "hours" else 0,
         }
         return cls(**{**sizes, **overrides})
 
@@ -379,8 +395,13 @@ class EHREncoder(nn.Module):
         super().__init__()
         self.config = config
         d = config.d_model
-        self.code_embedding = nn.Embedding(config.vocab_size, d, padding_idx=PAD_ID)
-        self.value_embedding = ValueEmbedding(config.vocab_size, d, config.value_embedding)
+        if config.tokens == "hours":
+            # An hour token: every variable's last value in the hour and whether it was
+            # measured, in one Linear (the missingness mask is an input, nothing is imputed).
+            self.bin_embedding = nn.Linear(2 * config.n_variables, d)
+        else:
+            self.code_embedding = nn.Embedding(config.vocab_size, d, padding_idx=PAD_ID)
+            self.value_embedding = ValueEmbedding(config.vocab_size, d, config.value_embedding)
         self.time_encoding = FourierTimeEncoding(
             2,
             config.time_frequencies,
@@ -432,6 +453,17 @@ class EHREncoder(nn.Module):
             raise ValueError(
                 f"batch has L={batch.seq_len} events per row, more than max_len={cfg.max_len}"
             )
+        if (cfg.tokens == "hours") != batch.is_binned:
+            raise ValueError(
+                f"the encoder reads {cfg.tokens} tokens but the batch holds "
+                f"{'hour' if batch.is_binned else 'event'} tokens (a store encoded with "
+                "another history builder?)"
+            )
+        if batch.is_binned and batch.bin_values.shape[-1] != cfg.n_variables:
+            raise ValueError(
+                f"batch.bin_values has {batch.bin_values.shape[-1]} variables, the encoder "
+                f"was built for n_variables={cfg.n_variables}"
+            )
         if batch.static.shape[-1] != cfg.n_static:
             raise ValueError(
                 f"batch.static has {batch.static.shape[-1]} columns, the encoder was built for "
@@ -445,11 +477,15 @@ class EHREncoder(nn.Module):
             [torch.log1p(batch.delta_t.clamp_min(0)) / _LOG_DAYS_SCALE, batch.age / 100.0], -1
         )
         keep = torch.stack([torch.ones_like(batch.mask), known.expand_as(batch.mask)], -1)
-        events = (
-            self.code_embedding(batch.codes)
-            + self.value_embedding(batch.codes, batch.values, batch.has_value)
-            + self.time_encoding(time_in, keep)
-        )
+        if batch.is_binned:
+            measured = batch.bin_mask.to(batch.bin_values.dtype)
+            content = self.bin_embedding(torch.cat([batch.bin_values, measured], dim=-1))
+            content = content * batch.mask.unsqueeze(-1).to(content.dtype)  # padding adds 0
+        else:
+            content = self.code_embedding(batch.codes) + self.value_embedding(
+                batch.codes, batch.values, batch.has_value
+            )
+        events = content + self.time_encoding(time_in, keep)
         static_in = torch.cat(
             [batch.static[:, :-_N_STATIC_EXTRA], known.to(batch.static.dtype)], dim=-1
         )
@@ -489,7 +525,7 @@ class EHREncoder(nn.Module):
         drop = batch.seq_len - max(int(batch.lengths.max()), 1) if batch.batch_size else 0
         if drop <= 0:
             return batch, event_time
-        cut = {name: getattr(batch, name)[:, drop:] for name in EventBatch.SEQUENCE_FIELDS}
+        cut = {name: getattr(batch, name)[:, drop:] for name in batch.position_fields()}
         return replace(batch, **cut), None if event_time is None else event_time[:, drop:]
 
     def event_states(self, batch: EventBatch) -> Tensor:

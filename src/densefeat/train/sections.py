@@ -93,6 +93,11 @@ class DataConfig:
         unk_rate: share of training events whose code is replaced by its parent code or
             ``UNK`` (seeded), so that the embeddings unseen codes map to are trained
             (:func:`~densefeat.data.ehr.views.unknown_codes`); 0 disables it.
+        tokens: ``"events"`` (a token per event), ``"hours"`` (a token per hour bin with
+            every variable's last value and a missingness mask, for dense numeric ICU series)
+            or ``"auto"`` (hours when at least 80% of training events carry numeric values and
+            the vocabulary has at most 512 codes, e.g. PhysioNet; events otherwise). EHR
+            modality only; saved in the run's ``history.json``.
     """
 
     max_len: int = DEFAULT_MAX_LEN
@@ -103,8 +108,10 @@ class DataConfig:
     view_crop: float = 0.5
     view_noise: float = 0.1
     unk_rate: float = 0.02
+    tokens: str = "events"
 
     def validate(self) -> None:
+        check_choice("data.tokens", self.tokens, ("events", "hours", "auto"))
         if not 0.0 <= self.unk_rate < 1.0:
             raise ValueError(f"TrainConfig.data.unk_rate must be in [0, 1), got {self.unk_rate}")
         check_min("data.max_len", self.max_len, 1)

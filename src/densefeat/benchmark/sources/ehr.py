@@ -201,10 +201,12 @@ class EHRSource:
         self.say("count features baseline")
         from ...data.ehr.count_features import code_count_features
 
+        vocabulary = self.shared_builder().vocabulary
+        parents = set(vocabulary.parent_codes_)  # back-off targets, never an event's own code
         vocab = [
             c
-            for c in self.shared_builder().vocabulary.code_table()["code"].to_list()
-            if not c.startswith("MEDS_")
+            for c in vocabulary.code_table()["code"].to_list()
+            if not c.startswith("MEDS_") and c not in parents
         ]
 
         def features() -> np.ndarray:
@@ -227,6 +229,7 @@ class EHRSource:
                 split="train",
                 max_len=cfg0.data.max_len,
                 min_subjects=cfg0.data.min_code_subjects,
+                tokens=cfg0.data.tokens,
             )
         return self._builder
 

@@ -51,6 +51,19 @@ class EventBatch:
             (``Vocabulary.static_codes_``, events with null time) followed by
             ``age_at_prediction_years`` (0 if unknown) and ``age_known`` (0/1).
         age_known: (B,) bool, whether the subject has a ``MEDS_BIRTH`` event.
+        bin_values: (B, L, 0) (empty) for event tokens; for **hour tokens** (``data.tokens=hours``,
+            :meth:`EventStore.gather` of a store encoded with ``tokens="hours"``) a (B, L, V)
+            float32 tensor: position ``p`` is one hour bin ``(T - (k+1) h, T - k h]`` before
+            the prediction time ``T`` that holds at least one event, and ``bin_values[i, p, v]``
+            is the normalised value of the **last** event of code id ``v`` in that hour (0
+            where none, or where that event has no value). ``V = len(vocabulary)`` (code ids
+            index it). The ``(B, L)`` fields then describe the hour's last event: ``codes``,
+            ``values``, ``has_value`` of that event, ``time_before_prediction`` and ``age`` at
+            it, ``delta_t`` the days since the previous hour's last event (so a token is "at or
+            before tau" exactly when every event of its hour is).
+        bin_mask: (B, L, 0) for event tokens, or (B, L, V) bool: code ``v`` occurred in that
+            hour (the missingness mask: missing stays missing, nothing is imputed, least of all
+            from a later hour).
     """
 
     subject_id: torch.Tensor
@@ -64,6 +77,23 @@ class EventBatch:
     mask: torch.Tensor
     static: torch.Tensor
     age_known: torch.Tensor
+    bin_values: torch.Tensor = None  # type: ignore[assignment]  (set in __post_init__)
+    bin_mask: torch.Tensor = None  # type: ignore[assignment]
+
+    #: The (B, L, V) fields of hour tokens (V = 0 for event tokens).
+    BIN_FIELDS = ("bin_values", "bin_mask")
+
+    def __post_init__(self) -> None:
+        # Event batches get empty (B, L, 0) hour fields, so that every field is a tensor that
+        # slices, moves and compares like the others.
+        # An empty pair always follows the shape of ``codes`` (``dataclasses.replace`` with a
+        # longer or shorter ``codes`` keeps it consistent).
+        shape = (*self.codes.shape, 0)
+        for name, dtype in (("bin_values", torch.float32), ("bin_mask", torch.bool)):
+            value = getattr(self, name)
+            if value is None or (value.shape[-1] == 0 and tuple(value.shape) != shape):
+                empty = torch.zeros(shape, dtype=dtype, device=self.codes.device)
+                object.__setattr__(self, name, empty)
 
     #: The (B, L) fields, which views gather and padding zeroes.
     SEQUENCE_FIELDS = (
@@ -75,6 +105,16 @@ class EventBatch:
         "time_before_prediction",
         "mask",
     )
+
+    @property
+    def is_binned(self) -> bool:
+        """Whether the positions are hour tokens (``bin_values`` set)."""
+        return self.bin_values.shape[-1] > 0
+
+    def position_fields(self) -> tuple[str, ...]:
+        """Every field indexed by position on axis 1: :attr:`SEQUENCE_FIELDS`, plus the
+        :attr:`BIN_FIELDS` of hour tokens (what a truncation or re-ordering must move)."""
+        return self.SEQUENCE_FIELDS + self.BIN_FIELDS
 
     @property
     def batch_size(self) -> int:
@@ -105,7 +145,14 @@ class EventBatch:
 
     def pin_memory(self) -> EventBatch:
         """Pinned copy (torch's DataLoader calls this with ``pin_memory=True``)."""
-        return EventBatch(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
+        return EventBatch(
+            **{
+                f.name: None
+                if getattr(self, f.name) is None
+                else getattr(self, f.name).pin_memory()
+                for f in fields(self)
+            }
+        )
 
     def validate(self) -> EventBatch:
         """Check the contract (shapes, dtypes, left padding, zeros on padding, no leakage).
@@ -150,4 +197,13 @@ class EventBatch:
             raise ValueError("EventBatch.has_value: True on padding")
         if (self.time_before_prediction[self.mask] < 0).any():
             raise ValueError("EventBatch: an event after its prediction time (leakage)")
+        v = self.bin_values
+        if v.ndim != 3 or v.shape[:2] != (b, seq) or v.dtype != torch.float32:
+            raise ValueError(f"EventBatch.bin_values: {tuple(v.shape)} {v.dtype}")
+        if self.bin_mask.shape != v.shape or self.bin_mask.dtype != torch.bool:
+            raise ValueError(f"EventBatch.bin_mask: {tuple(self.bin_mask.shape)}")
+        if (self.bin_mask & ~self.mask.unsqueeze(-1)).any() or (v[pad] != 0).any():
+            raise ValueError("EventBatch: hour-token fields non-zero on padding")
+        if (v[~self.bin_mask] != 0).any():
+            raise ValueError("EventBatch.bin_values: a value where bin_mask is False")
         return self

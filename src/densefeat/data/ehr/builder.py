@@ -4,8 +4,10 @@ events into an :class:`~densefeat.data.ehr.EventStore` and batches."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
+import meds
 import numpy as np
 import polars as pl
 
@@ -22,6 +24,30 @@ from .store import EventStore, encode_frame
 from .vocabulary import Vocabulary
 
 DEFAULT_MAX_LEN = 256
+#: Token kinds: one per event, or one per hour bin (:meth:`EventStore.gather_hours`).
+TOKENS = ("events", "hours")
+#: ``tokens="auto"`` picks hours when at least this share of training timed events carries a
+#: numeric value (dense numeric series: ICU vitals and labs) ...
+AUTO_HOURS_VALUE_SHARE = 0.8
+#: ... and the vocabulary is at most this large (an hour token is V values wide).
+AUTO_HOURS_MAX_VOCAB = 512
+
+
+def resolve_tokens(tokens: str, events: pl.LazyFrame, vocab_size: int) -> str:
+    """``"events"`` or ``"hours"``: ``tokens`` itself, or what ``"auto"`` picks from the
+    training events (hours for dense numeric series, see :data:`AUTO_HOURS_VALUE_SHARE`)."""
+    if tokens in TOKENS:
+        return tokens
+    if tokens != "auto":
+        raise ValueError(f"tokens must be one of {(*TOKENS, 'auto')}, got {tokens!r}")
+    timed = events.filter(pl.col("time").is_not_null() & (pl.col("code") != meds.birth_code))
+    share = (
+        timed.select(pl.col("numeric_value").is_not_null().mean()).collect().item()
+        if "numeric_value" in events.collect_schema().names()
+        else 0.0
+    )
+    dense = share is not None and share >= AUTO_HOURS_VALUE_SHARE
+    return "hours" if dense and vocab_size <= AUTO_HOURS_MAX_VOCAB else "events"
 
 
 def _rows_arrays(rows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +106,10 @@ class HistoryBuilder:
     Args:
         vocabulary: a fitted :class:`Vocabulary`.
         normalizer: a fitted :class:`NumericNormalizer`, or None to ignore numeric values.
-        max_len: L, the number of most recent events kept.
+        max_len: L, the number of most recent events (or hour tokens) kept.
+        tokens: ``"events"`` (one token per event) or ``"hours"`` (one token per hour with
+            events, holding every code's last value and a missingness mask; see
+            ``EventBatch.bin_values``).
     """
 
     def __init__(
@@ -88,7 +117,11 @@ class HistoryBuilder:
         vocabulary: Vocabulary,
         normalizer: NumericNormalizer | None = None,
         max_len: int = DEFAULT_MAX_LEN,
+        tokens: str = "events",
     ):
+        if tokens not in TOKENS:
+            raise ValueError(f"tokens must be one of {TOKENS}, got {tokens!r}")
+        self.tokens = tokens
         vocabulary._check_fitted()
         if normalizer is not None:
             normalizer._check_fitted()
@@ -110,6 +143,7 @@ class HistoryBuilder:
         max_size: int | None = None,
         min_values: int = 10,
         clip: float | None = 10.0,
+        tokens: str = "events",
     ) -> HistoryBuilder:
         """Fit vocabulary and normaliser on one split of a dataset (the training split).
 
@@ -118,6 +152,8 @@ class HistoryBuilder:
                 already the training events (then ``split`` must be None).
             split: the split to fit on; ``"train"`` unless you know why not.
             max_len, min_subjects, min_count, max_size, min_values, clip: see the classes.
+            tokens: ``"events"``, ``"hours"`` or ``"auto"`` (:func:`resolve_tokens`, decided
+                on the training events).
         """
         if isinstance(data, MedsDataset):
             if split is None:
@@ -133,7 +169,7 @@ class HistoryBuilder:
         events = _drop_coverage_markers(lazy_events(events)).cache()
         vocab = Vocabulary(min_subjects, min_count, max_size).fit(events)
         norm = NumericNormalizer(min_values, clip).fit(events)
-        return cls(vocab, norm, max_len)
+        return cls(vocab, norm, max_len, resolve_tokens(tokens, events, len(vocab)))
 
     def encode(
         self,
@@ -162,9 +198,10 @@ class HistoryBuilder:
             frame = _drop_coverage_markers(frame)
             parts.append(encode_frame(frame, self.vocabulary, self.normalizer, self.max_len))
         vocab = self.vocabulary
-        return EventStore.concat(
+        store = EventStore.concat(
             parts, len(vocab.static_codes_), self.max_len, len(vocab.static_value_codes_)
         )
+        return replace(store, tokens=self.tokens, n_variables=len(vocab))
 
     def build_batch(
         self,
@@ -189,6 +226,7 @@ class HistoryBuilder:
             "kind": "densefeat.HistoryBuilder",
             "version": 1,
             "max_len": self.max_len,
+            "tokens": self.tokens,
             "vocabulary": self.vocabulary.to_dict(),
             "normalizer": None if self.normalizer is None else self.normalizer.to_dict(),
         }
@@ -203,4 +241,5 @@ class HistoryBuilder:
             Vocabulary.from_dict(state["vocabulary"]),
             None if norm is None else NumericNormalizer.from_dict(norm),
             state["max_len"],
+            state.get("tokens", "events"),  # runs written before hour tokens: events
         )

@@ -19,6 +19,8 @@ from .batch import US_PER_DAY, US_PER_YEAR, EventBatch
 from .normalizer import NumericNormalizer
 from .vocabulary import Vocabulary, code_id_expr
 
+US_PER_HOUR = 3_600_000_000
+
 
 def rows_searchsorted(
     values: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: np.ndarray
@@ -67,6 +69,9 @@ class EventStore:
             says whether it has one). A subject with several values of one static code keeps
             the first.
         max_len: L, the most recent events a gathered row keeps (the builder's ``max_len``).
+        tokens: ``"events"`` (one position per event) or ``"hours"`` (one position per hour
+            bin with events, :meth:`gather_hours`); the builder's choice, like ``max_len``.
+        n_variables: V of hour tokens, the vocabulary's size (code ids index the bins).
     """
 
     subject_ids: np.ndarray
@@ -82,6 +87,8 @@ class EventStore:
     static: np.ndarray
     static_value: np.ndarray
     max_len: int
+    tokens: str = "events"
+    n_variables: int = 0
 
     @property
     def n_events(self) -> int:
@@ -96,7 +103,11 @@ class EventStore:
     @property
     def nbytes(self) -> int:
         """Memory held by the arrays."""
-        return sum(getattr(self, f.name).nbytes for f in fields(self) if f.name != "max_len")
+        return sum(
+            getattr(self, f.name).nbytes
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), np.ndarray)
+        )
 
     def index_of(self, subject_id: np.ndarray) -> np.ndarray:
         """Positions of ``subject_id`` in :attr:`subject_ids`.
@@ -180,6 +191,8 @@ class EventStore:
         max_len = self.max_len if max_len is None else max_len
         if max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {max_len}")
+        if self.tokens == "hours":
+            return self.gather_hours(subject_id, prediction_time, max_len)
         sid = np.asarray(subject_id, dtype=np.int64)
         pt = np.asarray(prediction_time, dtype=np.int64)
         idx = self.index_of(sid)
@@ -220,6 +233,125 @@ class EventStore:
             mask=t(mask),
             static=t(static),
             age_known=t(known.copy()),
+        )
+
+    def _static_block(self, idx: np.ndarray, pt: np.ndarray) -> tuple[np.ndarray, ...]:
+        known = self.birth_known[idx]
+        age_now = np.where(known, (pt - self.birth[idx]) / US_PER_YEAR, 0.0)
+        static = np.concatenate(
+            [
+                self.static[idx].astype(np.float32),
+                self.static_value[idx],
+                age_now[:, None],
+                known[:, None],
+            ],
+            axis=1,
+            dtype=np.float32,
+        )
+        return static, known
+
+    def gather_hours(
+        self, subject_id: np.ndarray, prediction_time: np.ndarray, max_len: int | None = None
+    ) -> EventBatch:
+        """The :class:`EventBatch` of rows as **hour tokens** (see ``EventBatch.bin_values``).
+
+        Row ``i``'s events with ``time <= T_i`` (``T_i`` its prediction time; nothing later is
+        read) fall into hour bins ``k = floor((T_i - time) / 1 h)``, i.e. the bin ``(T_i -
+        (k+1) h, T_i - k h]``, aligned on the prediction time so that a cut-off a whole number
+        of hours earlier (window pairs every 12 h) is a bin boundary. Each bin with at least
+        one event is a token; the ``max_len`` most recent bins are kept, left padded. In a bin,
+        ``bin_values[v]`` / ``bin_mask[v]`` hold the last value of code id ``v`` / whether ``v``
+        occurred (never a value from another hour: missing stays missing).
+
+        Cost: one pass over the rows' events up to their prediction times (vectorised).
+        """
+        max_len = self.max_len if max_len is None else max_len
+        sid = np.asarray(subject_id, dtype=np.int64)
+        pt = np.asarray(prediction_time, dtype=np.int64)
+        b, n_var = sid.size, max(self.n_variables, 1)
+        idx = self.index_of(sid)
+        lo = self.start[idx]
+        cut = rows_searchsorted(self.time, lo, self.end[idx], pt)
+        n_ev = cut - lo
+        row = np.repeat(np.arange(b), n_ev)
+        offsets = np.cumsum(n_ev) - n_ev
+        ev = lo[row] + (np.arange(row.size) - offsets[row])  # the events, oldest first per row
+        time = self.time[ev]
+        if (time > pt[row]).any():
+            raise RuntimeError("an event after its prediction time reached a batch (leakage)")
+        k = (pt[row] - time) // US_PER_HOUR  # >= 0; decreasing within a row
+        new_bin = np.ones(row.size, dtype=bool)
+        new_bin[1:] = (row[1:] != row[:-1]) | (k[1:] != k[:-1])
+        bin_of = np.cumsum(new_bin) - 1  # global bin index, per event
+        n_bins = np.bincount(row[new_bin], minlength=b)  # bins per row
+        first_bin = np.cumsum(n_bins) - n_bins
+        j = bin_of - first_bin[row]  # bin rank within its row, 0 = oldest
+        kept_n = np.minimum(n_bins, max_len)
+        pos = max_len - n_bins[row] + j  # left padding; newest bin at L - 1
+        keep = pos >= 0
+        row_k, pos_k, ev_k = row[keep], pos[keep], ev[keep]
+        mask = np.arange(max_len)[None, :] >= (max_len - kept_n)[:, None]
+        # The last event of each kept bin: the bin's (B, L) fields.
+        last = np.zeros((b, max_len), dtype=np.int64) + self.n_events  # padding -> zero element
+        # Events ascend within a bin; numpy promises no order for repeated fancy indices, so
+        # write each bin's last event once.
+        is_last = np.ones(ev_k.size, dtype=bool)
+        is_last[:-1] = (row_k[1:] != row_k[:-1]) | (pos_k[1:] != pos_k[:-1])
+        last[row_k[is_last], pos_k[is_last]] = ev_k[is_last]
+        t_last = self.time[last]
+        # Days since the previous kept token's last event; the first token: since the event
+        # before its hour in the full record (0 at the record's start).
+        prev = np.zeros_like(last) + self.n_events
+        prev[:, 1:] = last[:, :-1]
+        first_pos = max_len - kept_n
+        has_prev = mask & (np.arange(max_len)[None, :] > first_pos[:, None])
+        delta = np.where(has_prev, (t_last - self.time[prev]) / US_PER_DAY, 0.0)
+        rows_idx = np.arange(b)
+        fp = np.minimum(first_pos, max_len - 1)
+        first_ev = np.where(
+            kept_n > 0,
+            # the first event of the first kept bin
+            _first_event_of_bin(row_k, pos_k, ev_k, b, max_len)[rows_idx, fp],
+            self.n_events,
+        )
+        before = first_ev - 1
+        has_before = (kept_n > 0) & (before >= lo)
+        first_delta = np.where(
+            has_before,
+            (t_last[rows_idx, fp] - self.time[np.where(has_before, before, 0)]) / US_PER_DAY,
+            0.0,
+        )
+        delta[rows_idx[kept_n > 0], fp[kept_n > 0]] = first_delta[kept_n > 0]
+        # (B, L, V) values: the last value of each code in each hour.
+        code_k = self.code[ev_k].astype(np.int64)
+        flat = (row_k * max_len + pos_k) * n_var + code_k
+        bin_mask = np.zeros(b * max_len * n_var, dtype=bool)
+        bin_mask[flat] = True
+        hv = self.has_value[ev_k]
+        # Reverse order + np.unique's first occurrence = the LAST event per (row, bin, code).
+        flat_v, val_v = flat[hv][::-1], self.value[ev_k][hv][::-1]
+        uniq, first = np.unique(flat_v, return_index=True)
+        bin_values = np.zeros(b * max_len * n_var, dtype=np.float32)
+        bin_values[uniq] = val_v[first]
+        static, known = self._static_block(idx, pt)
+        birth = self.birth[idx]
+        tbp = np.where(mask, (pt[:, None] - t_last) / US_PER_DAY, 0.0)
+        age = np.where(mask & known[:, None], (t_last - birth[:, None]) / US_PER_YEAR, 0.0)
+        t = torch.from_numpy
+        return EventBatch(
+            subject_id=t(sid.copy()),
+            prediction_time=t(pt.copy()),
+            codes=t(self.code[last].astype(np.int64)),
+            values=t(self.value[last]),
+            has_value=t(self.has_value[last]),
+            delta_t=t(np.where(mask, delta, 0.0).astype(np.float32)),
+            age=t(age.astype(np.float32)),
+            time_before_prediction=t(tbp.astype(np.float32)),
+            mask=t(mask),
+            static=t(static),
+            age_known=t(known.copy()),
+            bin_values=t(bin_values.reshape(b, max_len, n_var)),
+            bin_mask=t(bin_mask.reshape(b, max_len, n_var)),
         )
 
     @classmethod
@@ -265,6 +397,17 @@ class EventStore:
             static_value=np.concatenate([p.static_value for p in parts])[order],
             max_len=max_len,
         )
+
+
+def _first_event_of_bin(
+    row: np.ndarray, pos: np.ndarray, ev: np.ndarray, b: int, max_len: int
+) -> np.ndarray:
+    """(B, L) the first (oldest) event index of each kept bin (0 where none)."""
+    out = np.zeros((b, max_len), dtype=np.int64)
+    first = np.ones(ev.size, dtype=bool)
+    first[1:] = (row[1:] != row[:-1]) | (pos[1:] != pos[:-1])
+    out[row[first], pos[first]] = ev[first]
+    return out
 
 
 _ZERO = {

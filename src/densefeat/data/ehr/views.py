@@ -58,10 +58,17 @@ def keep_events(batch: EventBatch, keep: torch.Tensor) -> EventBatch:
     order = torch.sort(keep.to(torch.int8), dim=1, stable=True).indices
     new_mask = torch.gather(keep, 1, order)
     out = {}
-    for name in EventBatch.SEQUENCE_FIELDS:
+    for name in batch.position_fields():
         if name == "mask":
             continue
-        field = torch.gather(getattr(batch, name), 1, order)
+        value = getattr(batch, name)
+        if value.ndim == 3:  # hour tokens' (B, L, V) fields move with their position
+            field = torch.gather(value, 1, order.unsqueeze(-1).expand_as(value))
+            out[name] = torch.where(
+                new_mask.unsqueeze(-1), field, torch.zeros((), dtype=field.dtype)
+            )
+            continue
+        field = torch.gather(value, 1, order)
         out[name] = torch.where(new_mask, field, torch.zeros((), dtype=field.dtype))
     # delta_t of a kept event = the sum of the original gaps since the previous kept event
     # (float64 cumulative sums: exact for the unchanged neighbours, no rounding drift).
@@ -143,7 +150,14 @@ def numeric_noise(batch: EventBatch, std: float, generator: torch.Generator) -> 
     noise = torch.randn(batch.values.shape, generator=generator, device=generator.device)
     noise = noise.to(batch.values.device, batch.values.dtype)
     where = batch.has_value & batch.mask
-    return replace(batch, values=torch.where(where, batch.values + std * noise, batch.values))
+    out = replace(batch, values=torch.where(where, batch.values + std * noise, batch.values))
+    if batch.is_binned:
+        bin_noise = torch.randn(
+            batch.bin_values.shape, generator=generator, device=generator.device
+        ).to(batch.bin_values.device)
+        noisy = batch.bin_values + std * bin_noise
+        out = replace(out, bin_values=torch.where(batch.bin_mask, noisy, batch.bin_values))
+    return out
 
 
 def random_view(

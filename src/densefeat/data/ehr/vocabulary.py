@@ -89,6 +89,7 @@ class Vocabulary:
         self.codes_: tuple[str, ...] | None = None
         self.static_codes_: tuple[str, ...] | None = None
         self.static_value_codes_: tuple[str, ...] = ()
+        self.parent_codes_: tuple[str, ...] = ()
 
     def fit(self, events: pl.DataFrame | pl.LazyFrame) -> Vocabulary:
         """Learn the codes from **training** events only (e.g. ``dataset.events("train")``).
@@ -118,7 +119,9 @@ class Vocabulary:
         if self.parents:
             # Parents after every observed code: adding them never renumbers a real code.
             known = set(timed)
-            timed += sorted({p for c in timed if (p := parent_code(c)) and p not in known})
+            parents = sorted({p for c in timed if (p := parent_code(c)) and p not in known})
+            self.parent_codes_ = tuple(parents)
+            timed += parents
         self.codes_ = tuple(timed)
         self.static_codes_ = tuple(sorted(static))
         self.static_value_codes_ = tuple(
@@ -189,6 +192,7 @@ class Vocabulary:
             "static_codes": list(self.static_codes_),
             "static_value_codes": list(self.static_value_codes_),
             "parents": self.parents,
+            "parent_codes": list(self.parent_codes_),
         }
 
     @classmethod
@@ -208,6 +212,7 @@ class Vocabulary:
         vocab.codes_ = tuple(str(c) for c in state["codes"])
         vocab.static_codes_ = tuple(str(c) for c in state["static_codes"])
         vocab.static_value_codes_ = tuple(str(c) for c in state.get("static_value_codes", ()))
+        vocab.parent_codes_ = tuple(str(c) for c in state.get("parent_codes", ()))
         return vocab
 
     def to_json(self) -> str:

@@ -188,7 +188,12 @@ def open_training(
     if builder is None:
         # Vocabulary and normalisation from the training split only (no leakage).
         builder = HistoryBuilder.fit(
-            ds, split="train", max_len=cfg.data.max_len, min_subjects=cfg.data.min_code_subjects
+            ds,
+            split="train",
+            max_len=cfg.data.max_len,
+            min_subjects=cfg.data.min_code_subjects,
+            # Hour tokens are an EHR-encoder input; the multimodal encoder reads events.
+            tokens=cfg.data.tokens if cfg.modality == "ehr" else "events",
         )
     return Training(ds, train_ids, builder, builder.encode(ds))
 
@@ -297,7 +302,9 @@ def build_ehr_network(cfg: TrainConfig, builder: HistoryBuilder) -> Network:
     enc_cfg = ehr_encoder_config(cfg, builder)
     torch.manual_seed(cfg.seed)
     encoder = EHREncoder(enc_cfg)
-    head = method.build_head(cfg, enc_cfg.d_model, enc_cfg.vocab_size)
+    # Next-hour prediction on hour tokens: a presence logit and a value per variable.
+    n_out = 2 * enc_cfg.n_variables if enc_cfg.tokens == "hours" else enc_cfg.vocab_size
+    head = method.build_head(cfg, enc_cfg.d_model, n_out)
     return Network(encoder, head, method)
 
 
