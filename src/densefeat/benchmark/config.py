@@ -102,6 +102,9 @@ class BenchmarkConfig:
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         modality: what the runs train on (``"ehr"``, ``"text"``; every run's
             ``TrainConfig.modality``).
+        probe_folds: K of the subject-grouped cross-fitting that replaces the split probe of a
+            task with too few held-out positives or subjects (:mod:`densefeat.benchmark.small`);
+            0 never cross-fits.
     """
 
     methods: tuple[str, ...] = DEFAULT_METHODS
@@ -121,6 +124,7 @@ class BenchmarkConfig:
     scale: str = "full"
     device: str = "auto"
     modality: str = "ehr"
+    probe_folds: int = 5
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -142,6 +146,8 @@ class BenchmarkConfig:
         for name in ("seeds", "budget", "k", "draws", "bootstrap"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.probe_folds < 0 or self.probe_folds == 1:
+            raise ValueError(f"--probe-folds must be 0 (never) or >= 2, got {self.probe_folds}")
         if self.max_eval_times < 0:
             raise ValueError(f"max_eval_times must be >= 0, got {self.max_eval_times}")
         if self.modality not in ("ehr", "text"):

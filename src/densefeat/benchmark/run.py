@@ -44,6 +44,7 @@ from .config import BENCHMARK_VERSION, BenchmarkConfig, RunSpec
 from .evaluate import ProbeContext, RunResult
 from .geometry import one_thread, reference_record
 from .runs import ensure_run, run_config
+from .small import adapt_to_data
 from .sources import Source, open_source
 from .summary import (
     compare,
@@ -62,6 +63,9 @@ RESULTS_VERSION = 1
 BOOTSTRAP_SEED = 12345
 #: Sections of results.json that runs fill with records.
 SECTIONS = ("geometry", "training_curves", "probes", "robustness", "temporal", "alignment")
+#: Errors a measurement may raise on data too small or degenerate for it: recorded in
+#: results.json ``errors`` (never discarding a trained run), everything else propagates.
+METRIC_ERRORS = (ValueError, ArithmeticError, RuntimeError, np.linalg.LinAlgError)
 
 
 def _versions() -> dict[str, str]:
@@ -169,7 +173,17 @@ def train_and_evaluate(
         result = load_eval(eval_path, fp)
         if result is None:
             say(f"[{i}/{len(specs)}] {spec.key}: {what}; evaluating")
-            result = source.evaluate(spec, run_dir)
+            try:
+                result = source.evaluate(spec, run_dir)
+            except METRIC_ERRORS as e:
+                # The run stays on disk (a rerun reuses it); its evaluation is recorded as
+                # failed and retried next time, and the other runs go on.
+                say(f"{spec.key}: evaluation failed: {type(e).__name__}: {e}")
+                results.setdefault("errors", []).append(
+                    {"method": spec.name, "seed": spec.seed, "stage": "evaluate", "error": str(e)}
+                )
+                run_seconds[spec.key] = time.perf_counter() - t0
+                continue
             save_eval(eval_path, fp, result)
         else:
             say(f"[{i}/{len(specs)}] {spec.key}: {what}; evaluation reused")
@@ -186,7 +200,10 @@ def _add(results: dict[str, list], result: RunResult) -> None:
 
 
 def _alignment(
-    names: list[str], arrays: dict[tuple[str, int], dict[str, np.ndarray]], k: int
+    names: list[str],
+    arrays: dict[tuple[str, int], dict[str, np.ndarray]],
+    k: int,
+    errors: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Seed alignment of every method: the same held-out rows, every pair of seeds."""
     from ..eval.temporal import seed_alignment
@@ -195,8 +212,14 @@ def _alignment(
     for name in names:
         seeds = [s for (m, s) in arrays if m == name and "held_out" in arrays[(m, s)]]
         for a, b in seed_pairs(seeds):
-            with one_thread():
-                al = seed_alignment(arrays[(name, a)]["held_out"], arrays[(name, b)]["held_out"], k)
+            try:
+                with one_thread():
+                    za, zb = arrays[(name, a)]["held_out"], arrays[(name, b)]["held_out"]
+                    al = seed_alignment(za, zb, k)
+            except METRIC_ERRORS as e:
+                if errors is not None:
+                    errors.append({"method": name, "stage": "alignment", "error": str(e)})
+                continue
             records.append(
                 {"method": name, "kind": "seeds", "a": f"seed{a}", "b": f"seed{b}", **al}
             )
@@ -244,6 +267,7 @@ def run_benchmark(
     device = _device(bench)
     # The source reads the data before creating OUT: unreadable data leaves nothing behind.
     source = open_source(bench, data, out, labels=labels, say=say, device=device, **source_options)
+    adapted = adapt_to_data(source, say)
     bench = source.bench  # with the source's resolved settings (e.g. the jitter scale)
     specs = source.prepare_specs(bench.runs())
     if not specs:
@@ -270,7 +294,8 @@ def run_benchmark(
         _add(results, result)
         arrays[(name, 0)] = result.arrays
         names.append(name)
-    results["alignment"] += _alignment(names, arrays, bench.k)
+    results.setdefault("errors", [])
+    results["alignment"] += _alignment(names, arrays, bench.k, results["errors"])
 
     # Primary endpoints with a shared patient-level bootstrap of the held-out subjects.
     comparison = None
@@ -293,7 +318,7 @@ def run_benchmark(
         | {(c["n"], c["d"]) for c in results["training_curves"] if c.get("n")}
     )
     with one_thread():
-        reference = [reference_record(n, d, bench.k) for n, d in shapes if n >= 2]
+        reference = [reference_record(n, d, min(bench.k, n - 1, d)) for n, d in shapes if n >= 2]
 
     res: dict[str, Any] = {
         "kind": RESULTS_KIND,
@@ -309,6 +334,10 @@ def run_benchmark(
             "batch_size": run_config(specs[0], bench).batch_size,
             "train": run_config(RunSpec("dense", "dense", 0), bench).to_dict(),
             "k": bench.k,
+            "k_requested": adapted["k_requested"],
+            "probe_folds": bench.probe_folds,
+            "crossfit_tasks": adapted["crossfit"],
+            "adaptations": adapted["adaptations"],
             "benchmark": bench.to_dict(),
             **source.config_record(),
         },

@@ -25,6 +25,7 @@ from .tables import (
     tasks_table,
     temporal_tables,
 )
+from .tables.temporal_k import temporal_k_table
 
 __all__ = ["build_report"]
 
@@ -48,6 +49,7 @@ def build_report(results: Mapping[str, Any]) -> Report:
         *kshot_tables(results),
         *robustness_tables(results),
         *temporal_tables(results),
+        temporal_k_table(results),
         alignment_table(results),
         geometry_table(results),
     )

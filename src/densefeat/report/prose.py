@@ -123,6 +123,8 @@ def header_facts(results: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
         details.append(f"time windows of {cfg['window_days']:g} days")
     if details:
         facts.append(("Protocol", "; ".join(details)))
+    if cfg.get("adaptations"):
+        facts.append(("Adapted to the data", "; ".join(str(a) for a in cfg["adaptations"])))
     versions = results.get("versions") or {}
     if versions:
         facts.append(("Versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
