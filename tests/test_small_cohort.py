@@ -111,11 +111,16 @@ def test_small_cohort_runs_the_whole_benchmark(small_bench: dict[str, Any]) -> N
     assert all(p["protocol"] == "crossfit" and p["folds"] == 5 for p in full)
     assert all(p["auroc_ci"] is not None for p in full)
     assert {r["method"] for r in res["robustness"]} >= {"dense", "random"}
+    assert all(r["auroc_ci"] and r["auroc_drop_ci"] for r in res["robustness"])
+    assert res["comparison"]["robustness_auroc"]["best_baseline"] != "dense"
+    temporal_keys = {"subspace_distance_erank", "floor_erank", "chance_erank", "k_whole"}
+    assert all(temporal_keys <= set(r) for r in res["temporal"])
     text = json.dumps(res)
     assert "NaN" not in text and "Infinity" not in text
     md = (out / "results.md").read_text()
     assert "cross-fitting" in md and "cross-fit null (permuted labels)" in md
     assert "Adapted to the data" in md and (out / "report.html").exists()
+    assert "AUROC under perturbation (primary)" in md
     for row in res["table"]:
         assert row["probe_auroc"] is not None and math.isfinite(row["probe_auroc"])
 
@@ -126,3 +131,24 @@ def test_cli_probe_folds_reaches_the_config(tmp_path: Path) -> None:
     assert BenchmarkConfig().probe_folds == 5
     with pytest.raises(ValueError, match="--probe-folds"):
         BenchmarkConfig(probe_folds=1)
+
+
+def test_perturbed_auroc_cis_are_paired_with_the_clean_scores() -> None:
+    """A perturbation that keeps the ranking (a monotone map of the scores) has a drop CI of
+    exactly [0, 0]: clean and perturbed are scored on the same resamples; the AUROC CI is the
+    patient-level interval of the perturbed scores."""
+    from sklearn.metrics import roc_auc_score
+
+    from densefeat.benchmark.evaluate import perturbed_cis
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(30), 2)
+    y = rng.random(60) < 0.4
+    clean = rng.normal(size=60) + y
+    te = {"y": y.astype(np.int64), "groups": groups}
+    same = perturbed_cis(clean, 3 * clean + 1, te, 300, seed=5)
+    assert same["auroc_drop_ci"] == [0.0, 0.0]
+    lo, hi = same["auroc_ci"]
+    assert lo < roc_auc_score(y, clean) < hi
+    noisy = perturbed_cis(clean, clean + 2 * rng.normal(size=60), te, 300, seed=5)
+    assert noisy["auroc_drop_ci"][1] > 0 and noisy["auroc_drop_ci"][0] < noisy["auroc_drop_ci"][1]

@@ -41,6 +41,7 @@ from ..io.atomic import write_text_atomic
 from ..train.checkpoint import latest_checkpoint
 from .cache import file_fingerprint, fingerprint, load_eval, save_eval
 from .config import BENCHMARK_VERSION, BenchmarkConfig, RunSpec
+from .endpoints import macro_perturbed_auroc, resampled_perturbed_auroc
 from .evaluate import ProbeContext, RunResult
 from .geometry import one_thread, reference_record
 from .runs import ensure_run, run_config
@@ -309,6 +310,12 @@ def run_benchmark(
             **(compare(macro_auroc(results["probes"]), auroc_fn, names) or {}),
             "robustness": compare(
                 macro_drop(results["robustness"]), drop_fn, names, lower_is_better=True
+            ),
+            # The primary robustness endpoint: AUROC under perturbation (the drop beside it).
+            "robustness_auroc": compare(
+                macro_perturbed_auroc(results["robustness"]),
+                resampled_perturbed_auroc(arrays, source.tasks, shared, bench.perturbations),
+                names,
             ),
         }
 

@@ -25,6 +25,7 @@ from .tables import (
     tasks_table,
     temporal_tables,
 )
+from .tables.robustness_auroc import robustness_auroc_table
 from .tables.temporal_k import temporal_k_table
 
 __all__ = ["build_report"]
@@ -47,6 +48,7 @@ def build_report(results: Mapping[str, Any]) -> Report:
         tasks_table(results),
         *probe_tables(results),
         *kshot_tables(results),
+        robustness_auroc_table(results),
         *robustness_tables(results),
         *temporal_tables(results),
         temporal_k_table(results),

@@ -218,6 +218,13 @@ def endpoint_sentences(results: Mapping[str, Any]) -> tuple[str, ...]:
             "No primary-endpoint comparison in results.json (comparison): no dense run, no "
             "baseline or no task to compare on."
         )
+    rob_auroc = cmp.get("robustness_auroc") if isinstance(cmp, Mapping) else None
+    if check_comparison(rob_auroc, "comparison.robustness_auroc"):
+        endpoints.append(
+            endpoint_sentence(
+                rob_auroc, "AUROC under perturbation (primary)", higher_is_better=True
+            )
+        )
     rob = cmp.get("robustness") if isinstance(cmp, Mapping) else None
     if check_comparison(rob, "comparison.robustness"):
         higher = higher_is_better_of(rob, False)
