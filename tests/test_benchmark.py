@@ -165,8 +165,10 @@ def test_every_file_and_table_entry_exists_and_is_finite(bench: dict[str, Any]) 
 
 
 def test_probe_records_agree_with_sklearn(bench: dict[str, Any]) -> None:
-    """The held-out AUROC of a run equals sklearn's on the scores saved beside it."""
-    from sklearn.metrics import roc_auc_score
+    """The held-out AUROC of a run equals sklearn's on the scores saved beside it, and its
+    AUPRC sklearn's average precision with the same weights (1 / rate on sampled negatives),
+    as printed in results.md's AUPRC table."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
 
     out, res = bench["out"], bench["res"]
     rec = next(
@@ -176,8 +178,24 @@ def test_probe_records_agree_with_sklearn(bench: dict[str, Any]) -> None:
     )
     scores = np.load(out / "eval" / "dense" / "seed1.npz")[f"scores/{TASK}"]
     rows = select_eval_rows_for(bench)
-    y = rows.filter(pl.col("split") == "held_out")["boolean_value"].to_numpy()
+    held = rows.filter(pl.col("split") == "held_out")
+    y, w = held["boolean_value"].to_numpy(), held["weight"].to_numpy()
     assert rec["auroc"] == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    assert w.min() < w.max()  # negatives are subsampled here: the weights matter
+    assert rec["weighted"] and rec["auprc"] == pytest.approx(
+        average_precision_score(y, scores, sample_weight=w), abs=1e-12
+    )
+    assert rec["n_pos_test"] == int(y.sum())
+    dense = [
+        p["auprc"]
+        for p in res["probes"]
+        if p["method"] == "dense" and p["k"] == "all" and p["embedding"] == "raw"
+    ]
+    md = (out / "results.md").read_text().split("Linear probes per task: AUPRC")[1]
+    dense_row = next(line for line in md.splitlines() if line.startswith("| **dense**"))
+    assert f"{np.mean(dense):.3f}" in dense_row
+    counts = next(line for line in md.splitlines() if "held-out positives / rows" in line)
+    assert f"{int(y.sum())} / {y.size}" in counts
 
 
 def select_eval_rows_for(bench: dict[str, Any]) -> pl.DataFrame:

@@ -109,6 +109,9 @@ class BenchmarkConfig:
             ``TrainConfig.modality``).
         trials: random-search trials per trained method, chosen on the tuning split's macro
             probe AUROC (:mod:`densefeat.benchmark.tuning`); 1: every method at its defaults.
+        probe_folds: K of the subject-grouped cross-fitting that replaces the split probe of a
+            task with too few held-out positives or subjects (:mod:`densefeat.benchmark.small`);
+            0 never cross-fits.
     """
 
     methods: tuple[str, ...] = DEFAULT_METHODS
@@ -129,6 +132,7 @@ class BenchmarkConfig:
     device: str = "auto"
     modality: str = "ehr"
     trials: int = DEFAULT_TRIALS
+    probe_folds: int = 5
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -150,6 +154,8 @@ class BenchmarkConfig:
         for name in ("seeds", "budget", "k", "draws", "bootstrap", "trials"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.probe_folds < 0 or self.probe_folds == 1:
+            raise ValueError(f"--probe-folds must be 0 (never) or >= 2, got {self.probe_folds}")
         if self.max_eval_times < 0:
             raise ValueError(f"max_eval_times must be >= 0, got {self.max_eval_times}")
         if self.modality not in ("ehr", "text"):

@@ -47,6 +47,8 @@ class ProbeContext:
     bench: BenchmarkConfig
     eval_rows: EvalRows
     tasks: list[Task]
+    #: task -> why its probe is cross-fitted (:mod:`densefeat.benchmark.small`).
+    crossfit: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,6 +84,8 @@ def _probe_task(
     """Full-data (and k-shot) probe records of one task; the fitted probe; held-out scores."""
     rows = ctx.eval_rows.task_rows[task.name]
     tr, va, te = (task_arrays(rows, s) for s in ("train", "tuning", "held_out"))
+    if task.name in ctx.crossfit:
+        return _crossfit_task(name, seed, task, z, ctx, whitened=whitened)
     if whitened:
         # ZCA statistics from the label-independent uniform sample of training rows (never
         # from the task's positives), the same for every task.
@@ -122,6 +126,54 @@ def _probe_task(
     return records, probe, scores
 
 
+class _FoldScorer:
+    """Scores held-out rows (in held-out order) with the cross-fitted probe of each row's fold,
+    so perturbed copies are never scored by a probe that saw their subject."""
+
+    def __init__(self, crossfit: Any, folds: np.ndarray):
+        self.crossfit, self.folds = crossfit, folds
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray:
+        return self.crossfit.score(x, self.folds)
+
+
+def _crossfit_task(
+    name: str, seed: int, task: Task, z: np.ndarray, ctx: ProbeContext, *, whitened: bool
+) -> tuple[list[dict[str, Any]], Any, np.ndarray]:
+    """The cross-fitted probe of a task with too few held-out positives or subjects: every
+    labelled row of the task (all splits) is scored by a probe that never saw its subject.
+    Returns the record, a scorer of held-out rows and the held-out rows' out-of-fold scores
+    (in held-out order, as the split protocol's)."""
+    from ..eval.probe.crossfit import crossfit_probe
+
+    rows = ctx.eval_rows.task_rows[task.name]
+    allr = {
+        "row": rows["row"].to_numpy(),
+        "y": rows["boolean_value"].to_numpy().astype(np.int64),
+        "groups": rows["subject_id"].to_numpy(),
+        "weight": rows["weight"].to_numpy(),
+    }
+    if whitened:
+        # Whitening statistics from the label-independent uniform sample of training rows.
+        rows_all = ctx.eval_rows.rows
+        fit = ((rows_all["split"] == "train") & rows_all["uniform"]).to_numpy()
+        z = whiten(z[fit] if fit.sum() > z.shape[1] else z[allr["row"]], z)
+    record, cf = crossfit_probe(
+        z[allr["row"]],
+        allr["y"],
+        allr["groups"],
+        k=ctx.bench.probe_folds,
+        weights=allr["weight"],
+        n_bootstrap=ctx.bench.bootstrap,
+        seed=seed,
+    )
+    held = (rows["split"] == "held_out").to_numpy()
+    base = {"method": name, "seed": seed, "task": task.name}
+    emb = "whitened" if whitened else "raw"
+    rec = {**base, "embedding": emb, **record, "crossfit_reason": ctx.crossfit[task.name]}
+    return [rec], _FoldScorer(cf, cf.folds[held]), cf.scores[held]
+
+
 @dataclass
 class TaskProbes:
     """The probes of one run: records, fitted probes, clean held-out AUROCs and scores."""
@@ -144,6 +196,10 @@ def probe_tasks(
         out.records += recs
         out.probes[task.name] = probe
         out.clean_auroc[task.name] = recs[0]["auroc"]
+        if task.name in ctx.crossfit:
+            # The robustness drop compares like with like: the held-out rows' clean AUROC.
+            te = task_arrays(ctx.eval_rows.task_rows[task.name], "held_out")
+            out.clean_auroc[task.name] = float(weighted_auroc(scores, te["y"]))
         out.scores[task.name] = scores
         if whitened_control:
             white, _, _ = _probe_task(name, seed, task, z, ctx, whitened=True, kshot=False)
@@ -156,6 +212,31 @@ def evaluate_features(name: str, z: np.ndarray, ctx: ProbeContext) -> RunResult:
     probes = probe_tasks(name, 0, z, ctx, whitened_control=False)
     arrays = {f"scores/{t}": s for t, s in probes.scores.items()}
     return RunResult({"probes": probes.records}, arrays)
+
+
+def perturbed_cis(
+    clean: np.ndarray, perturbed: np.ndarray, te: dict[str, np.ndarray], n_boot: int, seed: int
+) -> dict[str, Any]:
+    """Patient-level bootstrap CIs of the AUROC under perturbation and of its drop.
+
+    Clean and perturbed scores of the same held-out rows are scored on the *same* resamples of
+    the held-out subjects (one seed, one set of groups), so the drop's interval is paired:
+    percentiles of ``AUROC_b(clean) - AUROC_b(perturbed)``. Undefined resamples (one class)
+    are dropped; a CI that cannot be formed is null.
+    """
+    from ..eval.bootstrap import bootstrap_metrics
+
+    if n_boot < 1 or clean.shape != perturbed.shape:
+        return {"auroc_ci": None, "auroc_drop_ci": None}
+    kw = {"metrics": ("auroc",)}
+    a = bootstrap_metrics(clean, te["y"], te["groups"], n_boot, seed, **kw)["auroc"]
+    b = bootstrap_metrics(perturbed, te["y"], te["groups"], n_boot, seed, **kw)["auroc"]
+
+    def ci(v: np.ndarray) -> list[float] | None:
+        v = v[np.isfinite(v)]
+        return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v.size else None
+
+    return {"auroc_ci": ci(b), "auroc_drop_ci": ci(a - b)}
 
 
 def robustness_records(
@@ -198,6 +279,7 @@ def robustness_records(
                     "level": recorded,
                     "auroc": auroc,
                     "auroc_drop": probes.clean_auroc[task.name] - auroc,
+                    **perturbed_cis(probes.scores[task.name], s, te, ctx.bench.bootstrap, seed),
                     **{key: float(drift[key]) for key in DRIFT_KEYS},
                     **extra,
                 }

@@ -82,7 +82,7 @@ def run_only(
     from .run import _device, prepare, train_and_evaluate
 
     out = Path(out_dir)
-    source, _, specs, fp_base = prepare(
+    source, _, specs, fp_base, _ = prepare(
         data, out, bench, labels=labels, say=say, device=_device(bench), **source_options
     )
     chosen = select_specs(specs, keys)
@@ -169,7 +169,7 @@ def _worker(
 
         out = Path(job["out"])
         bench = job["bench"]
-        source, _, specs, fp_base = prepare(
+        source, _, specs, fp_base, _ = prepare(
             job["data"], out, bench, labels=job["labels"], say=say, device=_device(bench),
             **job["source_options"],
         )  # fmt: skip

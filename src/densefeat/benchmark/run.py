@@ -41,9 +41,11 @@ from ..io.atomic import write_text_atomic
 from ..train.checkpoint import latest_checkpoint
 from .cache import file_fingerprint, fingerprint, load_eval, save_eval
 from .config import BENCHMARK_VERSION, BenchmarkConfig, RunSpec
+from .endpoints import macro_perturbed_auroc, resampled_perturbed_auroc
 from .evaluate import ProbeContext, RunResult
 from .geometry import one_thread, reference_record
 from .runs import ensure_run, run_config
+from .small import adapt_to_data
 from .sources import Source, open_source
 from .summary import (
     compare,
@@ -65,6 +67,9 @@ RESULTS_VERSION = 1
 BOOTSTRAP_SEED = 12345
 #: Sections of results.json that runs fill with records.
 SECTIONS = ("geometry", "training_curves", "probes", "robustness", "temporal", "alignment")
+#: Errors a measurement may raise on data too small or degenerate for it: recorded in
+#: results.json ``errors`` (never discarding a trained run), everything else propagates.
+METRIC_ERRORS = (ValueError, ArithmeticError, RuntimeError, np.linalg.LinAlgError)
 
 
 def _versions() -> dict[str, str]:
@@ -129,10 +134,13 @@ def prepare(
     say: Callable[[str], None],
     device: torch.device,
     **source_options: Any,
-) -> tuple[Source, BenchmarkConfig, list[RunSpec], list[Any]]:
-    """Open the data source and list the runs: ``(source, resolved bench, specs,
-    eval_fp_base)``, what :func:`train_and_evaluate` needs (shared by the sequential run and
-    the workers of :mod:`densefeat.benchmark.fanout`, so both fingerprint alike).
+) -> tuple[Source, BenchmarkConfig, list[RunSpec], list[Any], dict[str, Any]]:
+    """Open the data source, fit the settings to the data and list the runs.
+
+    Returns ``(source, resolved bench, specs, eval_fp_base, adapted)``, what
+    :func:`train_and_evaluate` needs (shared by the sequential run and the workers of
+    :mod:`densefeat.benchmark.fanout`, so both fingerprint alike); ``adapted`` is
+    :func:`~densefeat.benchmark.small.adapt_to_data`'s record.
 
     Raises:
         ValueError: bad settings (named), an ``out`` that is not a directory, or no run.
@@ -141,6 +149,9 @@ def prepare(
         raise ValueError(f"--out {out} exists and is not a directory")
     # The source reads the data before creating OUT: unreadable data leaves nothing behind.
     source = open_source(bench, data, out, labels=labels, say=say, device=device, **source_options)
+    # Windows, batch size, k and cross-fitting fitted to the data (densefeat.benchmark.small),
+    # before the runs are listed and fingerprinted, so workers adapt alike.
+    adapted = adapt_to_data(source, say)
     bench = source.bench  # with the source's resolved settings (e.g. the jitter scale)
     specs = source.prepare_specs(bench.runs())
     if not specs:
@@ -159,7 +170,7 @@ def prepare(
         [t.fingerprint() for t in source.tasks],
         *source.rows_fingerprint(),
     ]
-    return source, bench, specs, eval_fp_base
+    return source, bench, specs, eval_fp_base, adapted
 
 
 def train_and_evaluate(
@@ -214,7 +225,17 @@ def train_and_evaluate(
         result = load_eval(eval_path, fp)
         if result is None:
             say(f"[{i}/{len(specs)}] {spec.key}: {what}; evaluating")
-            result = source.evaluate(spec, run_dir)
+            try:
+                result = source.evaluate(spec, run_dir)
+            except METRIC_ERRORS as e:
+                # The run stays on disk (a rerun reuses it); its evaluation is recorded as
+                # failed and retried next time, and the other runs go on.
+                say(f"{spec.key}: evaluation failed: {type(e).__name__}: {e}")
+                results.setdefault("errors", []).append(
+                    {"method": spec.name, "seed": spec.seed, "stage": "evaluate", "error": str(e)}
+                )
+                run_seconds[spec.key] = time.perf_counter() - t0
+                continue
             save_eval(eval_path, fp, result)
         else:
             say(f"[{i}/{len(specs)}] {spec.key}: {what}; evaluation reused")
@@ -231,7 +252,10 @@ def _add(results: dict[str, list], result: RunResult) -> None:
 
 
 def _alignment(
-    names: list[str], arrays: dict[tuple[str, int], dict[str, np.ndarray]], k: int
+    names: list[str],
+    arrays: dict[tuple[str, int], dict[str, np.ndarray]],
+    k: int,
+    errors: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Seed alignment of every method: the same held-out rows, every pair of seeds."""
     from ..eval.temporal import seed_alignment
@@ -240,8 +264,14 @@ def _alignment(
     for name in names:
         seeds = [s for (m, s) in arrays if m == name and "held_out" in arrays[(m, s)]]
         for a, b in seed_pairs(seeds):
-            with one_thread():
-                al = seed_alignment(arrays[(name, a)]["held_out"], arrays[(name, b)]["held_out"], k)
+            try:
+                with one_thread():
+                    za, zb = arrays[(name, a)]["held_out"], arrays[(name, b)]["held_out"]
+                    al = seed_alignment(za, zb, k)
+            except METRIC_ERRORS as e:
+                if errors is not None:
+                    errors.append({"method": name, "stage": "alignment", "error": str(e)})
+                continue
             records.append(
                 {"method": name, "kind": "seeds", "a": f"seed{a}", "b": f"seed{b}", **al}
             )
@@ -290,7 +320,7 @@ def run_benchmark(
     out = Path(out_dir)
     device = _device(bench)
     requested = bench
-    source, bench, specs, eval_fp_base = prepare(
+    source, bench, specs, eval_fp_base, adapted = prepare(
         data, out, bench, labels=labels, say=say, device=device, **source_options
     )
     say(f"{source.describe()}, {len(specs)} runs")
@@ -333,7 +363,8 @@ def run_benchmark(
         _add(results, result)
         arrays[(name, 0)] = result.arrays
         names.append(name)
-    results["alignment"] += _alignment(names, arrays, bench.k)
+    results.setdefault("errors", [])
+    results["alignment"] += _alignment(names, arrays, bench.k, results["errors"])
 
     # Primary endpoints with a shared patient-level bootstrap of the held-out subjects.
     comparison = None
@@ -361,6 +392,13 @@ def run_benchmark(
                 lower_is_better=True,
                 select_by=selection,
             ),
+            # The primary robustness endpoint: AUROC under perturbation (the drop beside it).
+            "robustness_auroc": compare(
+                macro_perturbed_auroc(results["robustness"]),
+                resampled_perturbed_auroc(arrays, source.tasks, shared, bench.perturbations),
+                names,
+                select_by=selection,
+            ),
         }
 
     # The isotropic reference of every (n, d) measured.
@@ -369,7 +407,7 @@ def run_benchmark(
         | {(c["n"], c["d"]) for c in results["training_curves"] if c.get("n")}
     )
     with one_thread():
-        reference = [reference_record(n, d, bench.k) for n, d in shapes if n >= 2]
+        reference = [reference_record(n, d, min(bench.k, n - 1, d)) for n, d in shapes if n >= 2]
 
     res: dict[str, Any] = {
         "kind": RESULTS_KIND,
@@ -385,6 +423,10 @@ def run_benchmark(
             "batch_size": run_config(specs[0], bench).batch_size,
             "train": run_config(RunSpec("dense", "dense", 0), bench).to_dict(),
             "k": bench.k,
+            "k_requested": adapted["k_requested"],
+            "probe_folds": bench.probe_folds,
+            "crossfit_tasks": adapted["crossfit"],
+            "adaptations": adapted["adaptations"],
             "benchmark": bench.to_dict(),
             **source.config_record(),
         },

@@ -70,6 +70,13 @@ def add_common(
         "--bootstrap", type=int, default=1000, help="patient-level bootstrap resamples (1000)"
     )
     parser.add_argument(
+        "--probe-folds",
+        type=int,
+        default=5,
+        help="K of the subject-grouped cross-fitting used for a task with < 10 held-out "
+        "positives or < 20 held-out subjects (5; 0: never cross-fit)",
+    )
+    parser.add_argument(
         "--device", default="auto", choices=("auto", "cpu", "cuda"), help="training device"
     )
     add_set_argument(parser, "a training setting for every run")
@@ -190,6 +197,7 @@ def config_from_args(args: argparse.Namespace, **extra) -> BenchmarkConfig:
         train=overrides,
         k=args.k,
         bootstrap=args.bootstrap,
+        probe_folds=getattr(args, "probe_folds", 5),
         tasks=args.tasks,
         supervised_task=args.supervised_task,
         device=args.device,

@@ -121,6 +121,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also probe the ZCA-whitened embeddings (statistics from the train split)",
     )
     parser.add_argument(
+        "--test-embeddings",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="external validation: a second site's embeddings (same encoder); the probe fitted "
+        "on --embeddings' train split is tested on every labelled row of this file, beside "
+        "that site's own cross-fitted probe",
+    )
+    parser.add_argument(
+        "--test-labels",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="MEDS labels of --test-embeddings (default: --labels)",
+    )
+    parser.add_argument(
         "--json",
         metavar="OUT",
         help="also write the results as JSON (only if the whole run succeeds)",
@@ -200,6 +216,22 @@ def render(result: dict[str, Any], console: Any | None = None) -> None:
     )
 
 
+def external_line(ext: dict[str, Any]) -> str:
+    """One line: transfer, within-site and drop AUROC with CIs, on how many rows."""
+
+    def ci(key: str) -> str:
+        c = ext.get(key)
+        return f" [{_num(c[0])}, {_num(c[1])}]" if c else ""
+
+    return (
+        f"external validation on {ext['n_b']} rows ({ext['n_b_subjects']} subjects, "
+        f"{ext['n_pos_b']} positive): transfer AUROC {_num(ext['transfer_auroc'])}"
+        f"{ci('transfer_auroc_ci')}, AUPRC {_num(ext['transfer_auprc'])}; within-site "
+        f"({ext['folds_b']}-fold cross-fitted) AUROC {_num(ext['within_auroc'])}"
+        f"{ci('within_auroc_ci')}; drop {_num(ext['auroc_drop'])}{ci('auroc_drop_ci')}"
+    )
+
+
 # --------------------------------------------------------------------------- entry point
 def run(args: argparse.Namespace) -> int:
     """Run ``densefeat probe``; user errors surface as ``ValueError``/``FileNotFoundError``."""
@@ -222,6 +254,21 @@ def run(args: argparse.Namespace) -> int:
         whitened=args.whiten,
     )
     render(result)
+    if args.test_embeddings is not None:
+        from ..eval.external import external_files
+
+        ext = external_files(
+            args.embeddings,
+            args.labels,
+            args.test_embeddings,
+            args.test_labels,
+            key=args.key,
+            n_bootstrap=args.bootstrap,
+            seed=args.seed,
+            split_seed=args.split_seed,
+        )
+        result["external"] = ext
+        print(external_line(ext))
     if out is not None:
         write_json_atomic(out, to_json_safe(result))
         print(f"densefeat probe: wrote {out}", file=sys.stderr)

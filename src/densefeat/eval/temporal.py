@@ -55,6 +55,7 @@ from ..data.ehr.views import keep_events
 from ..data.ehr.windows import periodic_cuts, window_pairs
 from ..functional import (
     chance_subspace_distance,
+    effective_rank,
     linear_cka_debiased,
     principal_angles,
     subspace_distance,
@@ -232,9 +233,55 @@ def window_records(
                 "subspace_distance": subspace_distance(z["z_t"], z["z_t1"], k),
                 "floor": subspace_distance(z["z_a"], z["z_b"], k),
                 "chance": chance_subspace_distance(n, k),
+                **other_k_fields(z, n),
             }
         )
     return records, skipped
+
+
+def other_k_fields(z: dict[str, np.ndarray], n: int) -> dict[str, Any]:
+    """The window's distance, floor and chance at ``k = round(effective rank)`` and over the
+    whole space (docs/design.md §3.3: a fixed k penalises the spread dense learning seeks).
+
+    * ``_erank``: ``k = round(erank(Z(t_i)))`` (Roy & Vetterli's entropy effective rank of the
+      earlier window's embedding), clipped to ``[1, min(n - 1, d)]``;
+    * ``_whole``: ``k = d`` (the narrower embedding), where ``||Ua^T Ub||_F^2 = sum_j rho_j^2``
+      is the sum of the squared canonical correlations of the two matrices, so the distance
+      ``sqrt(1 - mean_j rho_j^2)`` is invariant to any invertible linear map (whitening) of
+      either; defined only when ``d < n - 1`` (otherwise both spans are the whole centred
+      sample space and the distance is 0 by construction: null with a reason).
+    """
+    za, zb = z["z_t"], z["z_t1"]
+    d = min(za.shape[1], zb.shape[1], z["z_a"].shape[1], z["z_b"].shape[1])
+    out: dict[str, Any] = {}
+    try:
+        er = effective_rank(za)
+    except ValueError:  # zero-variance embedding: no spectrum to take a rank from
+        er = 1.0
+    k_er = int(min(max(1, round(er)), n - 1, d))
+    out |= {
+        "effective_rank": float(er),
+        "k_erank": k_er,
+        "subspace_distance_erank": subspace_distance(za, zb, k_er),
+        "floor_erank": subspace_distance(z["z_a"], z["z_b"], k_er),
+        "chance_erank": chance_subspace_distance(n, k_er),
+    }
+    if d < n - 1:
+        out |= {
+            "k_whole": int(d),
+            "subspace_distance_whole": subspace_distance(za, zb, d),
+            "floor_whole": subspace_distance(z["z_a"], z["z_b"], d),
+            "chance_whole": chance_subspace_distance(n, d),
+        }
+    else:
+        out |= {
+            "k_whole": int(d),
+            "subspace_distance_whole": None,
+            "floor_whole": None,
+            "chance_whole": None,
+            "whole_reason": f"d = {d} >= n - 1 = {n - 1}: both spans are the whole sample space",
+        }
+    return out
 
 
 def temporal_stability(

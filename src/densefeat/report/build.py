@@ -26,6 +26,8 @@ from .tables import (
     temporal_tables,
     tuning_table,
 )
+from .tables.robustness_auroc import robustness_auroc_table
+from .tables.temporal_k import temporal_k_table
 
 __all__ = ["build_report"]
 
@@ -48,8 +50,10 @@ def build_report(results: Mapping[str, Any]) -> Report:
         tasks_table(results),
         *probe_tables(results),
         *kshot_tables(results),
+        robustness_auroc_table(results),
         *robustness_tables(results),
         *temporal_tables(results),
+        temporal_k_table(results),
         alignment_table(results),
         geometry_table(results),
     )

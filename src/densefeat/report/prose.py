@@ -123,6 +123,8 @@ def header_facts(results: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
         details.append(f"time windows of {cfg['window_days']:g} days")
     if details:
         facts.append(("Protocol", "; ".join(details)))
+    if cfg.get("adaptations"):
+        facts.append(("Adapted to the data", "; ".join(str(a) for a in cfg["adaptations"])))
     versions = results.get("versions") or {}
     if versions:
         facts.append(("Versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
@@ -224,6 +226,13 @@ def endpoint_sentences(results: Mapping[str, Any]) -> tuple[str, ...]:
         endpoints.append(
             f"Collapsed{tuned}: {', '.join(collapsed)} (final monitoring effective rank below "
             "10% of d); a comparison against a collapsed method says little about either."
+        )
+    rob_auroc = cmp.get("robustness_auroc") if isinstance(cmp, Mapping) else None
+    if check_comparison(rob_auroc, "comparison.robustness_auroc"):
+        endpoints.append(
+            endpoint_sentence(
+                rob_auroc, "AUROC under perturbation (primary)", higher_is_better=True
+            )
         )
     rob = cmp.get("robustness") if isinstance(cmp, Mapping) else None
     if check_comparison(rob, "comparison.robustness"):

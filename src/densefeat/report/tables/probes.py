@@ -142,7 +142,9 @@ def _probe_table(results: Mapping[str, Any], metric: str) -> Table:
             foot.append(
                 Row((Cell("chance: prevalence"), Cell(""), *chances, Cell("")), kind="reference")
             )
+        foot += _crossfit_rows(probes, tasks, metric)
     weighted = any(_weighted(results, t) for t in tasks)
+    crossfit = sorted({p["task"] for p in probes if p.get("protocol") == "crossfit"})
     return Table(
         "probes" if metric == "auroc" else f"probes-{metric}",
         f"Linear probes per task: {name}",
@@ -156,6 +158,14 @@ def _probe_table(results: Mapping[str, Any], metric: str) -> Table:
             "inverse of their sampling rate, so the numbers stand for all held-out labels."
             if weighted
             else ""
+        )
+        + (
+            f" Cross-fitted ({join(crossfit)}: too few held-out positives or subjects): "
+            f"{_folds(probes)}-fold subject-grouped cross-fitting over every labelled row of "
+            "the task, each row scored by a probe that never saw its subject; the CI resamples "
+            "those subjects; the null row is the same procedure on permuted labels."
+            if crossfit
+            else ""
         ),
         ("method", "embedding", *tasks, "macro"),
         tuple(rows),
@@ -163,6 +173,45 @@ def _probe_table(results: Mapping[str, Any], metric: str) -> Table:
         empty=None if rows else "results.json has no full-data probe records.",
         text_columns=2,
     )
+
+
+def _folds(probes: list[dict[str, Any]]) -> str:
+    return join(sorted({int(p["folds"]) for p in probes if finite(p.get("folds"))})) or "K"
+
+
+def _crossfit_rows(probes: list[dict[str, Any]], tasks: list[str], metric: str) -> list[Row]:
+    """Cross-fitted tasks: the rows actually scored (every labelled row) and, for AUROC, the
+    permuted-label null; empty when no task was cross-fitted."""
+    cf = [p for p in probes if p.get("protocol") == "crossfit" and p["embedding"] == "raw"]
+    if not cf:
+        return []
+    by_task = group_by(cf, lambda p: p["task"])
+    counts, nulls = [], []
+    for task in tasks:
+        recs = by_task.get(task)
+        if not recs:
+            counts.append(Cell(NA, "not cross-fitted"))
+            nulls.append(Cell(NA, "not cross-fitted"))
+            continue
+        counts.append(count_of(recs[0].get("n_pos_test"), recs[0].get("n_test")))
+        nulls.append(
+            fmt(
+                mean_of(p.get("null_auroc_mean") for p in recs),
+                "auroc",
+                reason="no permutation fitted",
+            )
+        )
+    rows = [
+        Row((Cell("cross-fitted positives / rows"), Cell(""), *counts, Cell("")), kind="reference")
+    ]
+    if metric == "auroc":
+        rows.append(
+            Row(
+                (Cell("cross-fit null (permuted labels)"), Cell(""), *nulls, Cell("")),
+                kind="reference",
+            )
+        )
+    return rows
 
 
 def probe_tables(results: Mapping[str, Any]) -> tuple[Table, Table]:

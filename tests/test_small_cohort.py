@@ -1,0 +1,154 @@
+"""Small cohorts: subject-grouped cross-fitting of the probe, and the whole benchmark on a
+60-subject MEDS dataset (windows, batch, k and probes adapted to the data, never an error)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+
+from _small_cohort import small_cohort
+from densefeat.eval.probe.crossfit import crossfit_probe, subject_folds
+
+
+def _data(n_subjects: int = 40, seed: int = 0) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(n_subjects), rng.integers(1, 4, n_subjects))
+    sick = rng.random(n_subjects) < 0.35
+    y = sick[groups] & (rng.random(groups.size) < 0.8)
+    X = rng.normal(size=(groups.size, 6)) + 1.0 * y[:, None]
+    w = np.where(y, 1.0, rng.choice([1.0, 3.0], groups.size))
+    return X, y, groups, w
+
+
+def test_folds_keep_subjects_whole_and_spread_positives() -> None:
+    _, y, groups, _ = _data()
+    folds = subject_folds(groups, y, 5, seed=3)
+    for g in np.unique(groups):
+        assert np.unique(folds[groups == g]).size == 1
+    pos_subjects = {f: np.unique(groups[(folds == f) & y]).size for f in range(5)}
+    assert max(pos_subjects.values()) - min(pos_subjects.values()) <= 1
+    with pytest.raises(ValueError, match="needs >= 5 subjects"):
+        subject_folds(groups[:3], y[:3], 5)
+
+
+def test_crossfit_never_scores_a_subject_with_a_probe_that_saw_it() -> None:
+    """Changing every feature of one fold's subjects leaves that fold's probe unchanged (it
+    never saw them), and its scores are that probe applied to the new features; the other
+    folds' probes do change (they trained on those rows)."""
+    X, y, groups, w = _data()
+    _, cf = crossfit_probe(X, y, groups, k=5, weights=w, n_bootstrap=0, n_null=0, seed=1)
+    for f, seen in enumerate(cf.train_subjects):
+        assert not np.isin(groups[cf.folds == f], seen).any()
+    f0 = cf.folds == 0
+    X2 = X.copy()
+    X2[f0] = np.random.default_rng(9).normal(size=(int(f0.sum()), X.shape[1])) * 5
+    _, cf2 = crossfit_probe(X2, y, groups, k=5, weights=w, n_bootstrap=0, n_null=0, seed=1)
+    assert np.array_equal(cf2.folds, cf.folds)
+    np.testing.assert_allclose(cf2.scores[f0], cf.probes[0].decision_function(X2[f0]), rtol=1e-10)
+    np.testing.assert_allclose(cf2.probes[0].coef_, cf.probes[0].coef_)
+    assert not np.allclose(cf2.scores[~f0], cf.scores[~f0])
+
+
+def test_crossfit_metrics_equal_sklearn_with_weights() -> None:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    X, y, groups, w = _data(seed=4)
+    rec, cf = crossfit_probe(X, y, groups, k=4, weights=w, n_bootstrap=200, n_null=3, seed=2)
+    assert rec["auroc"] == pytest.approx(roc_auc_score(y, cf.scores, sample_weight=w), abs=1e-12)
+    assert rec["auprc"] == pytest.approx(
+        average_precision_score(y, cf.scores, sample_weight=w), abs=1e-12
+    )
+    assert rec["auroc_ci"][0] <= rec["auroc"] <= rec["auroc_ci"][1]
+    assert rec["auroc"] > 0.65  # a real signal
+    assert abs(rec["null_auroc_mean"] - 0.5) < 0.2 and rec["n_null"] == 3
+    assert rec["chance_auprc"] == pytest.approx(w[y].sum() / w.sum())
+    assert rec["n_test"] == y.size and rec["n_pos_test"] == int(y.sum())
+
+
+@pytest.fixture(scope="module")
+def small_bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from densefeat.benchmark.config import BenchmarkConfig
+    from densefeat.benchmark.run import run_benchmark
+
+    root = tmp_path_factory.mktemp("small")
+    data = small_cohort(root)
+    bench = BenchmarkConfig(
+        methods=("dense", "vicreg", "supervised", "random"),
+        ablations=("dense-no_sub",),
+        seeds=2,
+        budget=2,
+        train={"d_model": 32, "n_heads": 2, "n_layers": 1, "proj_hidden": 32, "proj_dim": 32},
+        kshots=(2, 4),
+        draws=2,
+        bootstrap=50,
+        device="cpu",
+    )
+    messages: list[str] = []
+    res = run_benchmark(data, root / "out", bench, say=messages.append)
+    return {"res": res, "out": root / "out", "messages": messages}
+
+
+def test_small_cohort_runs_the_whole_benchmark(small_bench: dict[str, Any]) -> None:
+    res, out = small_bench["res"], small_bench["out"]
+    cfg = res["config"]
+    assert res["errors"] == []
+    notes = " | ".join(cfg["adaptations"])
+    # Every adaptation is said: windows, batch, k and the cross-fitted task.
+    assert "windows" in notes and "batch_size 256 ->" in notes and "k 16 ->" in notes
+    assert "cross-fitting" in notes and cfg["crossfit_tasks"].keys() == {"outcome"}
+    assert cfg["k_requested"] == 16 and cfg["k"] < 16 and cfg["window_days"] < 365
+    assert any(m.startswith("windows:") for m in small_bench["messages"])
+    full = [p for p in res["probes"] if p["k"] == "all"]
+    assert {p["method"] for p in full} >= {"dense", "vicreg", "supervised", "random"}
+    assert {p["method"] for p in full} >= {"dense-no_sub", "count_features"}
+    assert all(p["protocol"] == "crossfit" and p["folds"] == 5 for p in full)
+    assert all(p["auroc_ci"] is not None for p in full)
+    assert {r["method"] for r in res["robustness"]} >= {"dense", "random"}
+    assert all(r["auroc_ci"] and r["auroc_drop_ci"] for r in res["robustness"])
+    assert res["comparison"]["robustness_auroc"]["best_baseline"] != "dense"
+    temporal_keys = {"subspace_distance_erank", "floor_erank", "chance_erank", "k_whole"}
+    assert all(temporal_keys <= set(r) for r in res["temporal"])
+    text = json.dumps(res)
+    assert "NaN" not in text and "Infinity" not in text
+    md = (out / "results.md").read_text()
+    assert "cross-fitting" in md and "cross-fit null (permuted labels)" in md
+    assert "Adapted to the data" in md and (out / "report.html").exists()
+    assert "AUROC under perturbation (primary)" in md
+    for row in res["table"]:
+        assert row["probe_auroc"] is not None and math.isfinite(row["probe_auroc"])
+
+
+def test_cli_probe_folds_reaches_the_config(tmp_path: Path) -> None:
+    from densefeat.benchmark.config import BenchmarkConfig
+
+    assert BenchmarkConfig().probe_folds == 5
+    with pytest.raises(ValueError, match="--probe-folds"):
+        BenchmarkConfig(probe_folds=1)
+
+
+def test_perturbed_auroc_cis_are_paired_with_the_clean_scores() -> None:
+    """A perturbation that keeps the ranking (a monotone map of the scores) has a drop CI of
+    exactly [0, 0]: clean and perturbed are scored on the same resamples; the AUROC CI is the
+    patient-level interval of the perturbed scores."""
+    from sklearn.metrics import roc_auc_score
+
+    from densefeat.benchmark.evaluate import perturbed_cis
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(30), 2)
+    y = rng.random(60) < 0.4
+    clean = rng.normal(size=60) + y
+    te = {"y": y.astype(np.int64), "groups": groups}
+    same = perturbed_cis(clean, 3 * clean + 1, te, 300, seed=5)
+    assert same["auroc_drop_ci"] == [0.0, 0.0]
+    lo, hi = same["auroc_ci"]
+    assert lo < roc_auc_score(y, clean) < hi
+    noisy = perturbed_cis(clean, clean + 2 * rng.normal(size=60), te, 300, seed=5)
+    assert noisy["auroc_drop_ci"][1] > 0 and noisy["auroc_drop_ci"][0] < noisy["auroc_drop_ci"][1]
