@@ -175,6 +175,8 @@ def run_with_progress(console: Any, data: Any, out: Path, bench: BenchmarkConfig
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from ..report.terminal import terminal_summary
+
     text = args.modality == "text"
     bench = config_from_args(
         args,
@@ -202,8 +204,6 @@ def run(args: argparse.Namespace) -> int:
         data = eunomia_meds()
     console = Console(stderr=True)
     res = run_with_progress(console, data, args.out, bench, labels=args.labels, **options)
-    console.print(
-        f"report: {args.out / 'report.html'} (table: {args.out / 'results.md'}, "
-        f"{res['seconds']:.0f} s)"
-    )
+    # The results on stdout (`densefeat benchmark ... > summary.txt`); progress went to stderr.
+    print(terminal_summary(res, args.out, title=f"densefeat benchmark ({bench.scale} scale)"))
     return 0

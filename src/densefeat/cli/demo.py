@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ..benchmark.config import ABLATIONS
+    from ..report.terminal import terminal_summary
     from ..train.config import parse_overrides
 
     user = parse_overrides(args.overrides)
@@ -127,8 +128,8 @@ def run(args: argparse.Namespace) -> int:
             f"{args.out / 'text'}"
         )
     res = run_with_progress(console, data, args.out, bench, labels=args.labels, dataset_name=name)
-    console.print((args.out / "results.md").read_text())
-    console.print(f"report: {(args.out / 'report.html').resolve()} ({res['seconds']:.0f} s)")
+    # The results on stdout (`densefeat demo > summary.txt`); progress went to stderr.
+    print(terminal_summary(res, args.out, title=f"densefeat demo ({bench.scale} scale)"))
     if text_bench is not None:
         _run_text(args, text_bench, console)
     return 0
@@ -163,6 +164,7 @@ def _text_config(args: argparse.Namespace, user: dict, user_budget: int | None):
 
 
 def _run_text(args: argparse.Namespace, bench, console) -> None:
+    from ..report.terminal import terminal_summary
 
     out = args.out / "text"
     console.print(
@@ -176,5 +178,4 @@ def _run_text(args: argparse.Namespace, bench, console) -> None:
         min_positives=SMOKE_TEXT_MIN_POSITIVES,
         max_tasks=0 if args.text_tasks else SMOKE_TEXT_MAX_TASKS,
     )
-    console.print((out / "results.md").read_text())
-    console.print(f"text report: {(out / 'report.html').resolve()} ({res['seconds']:.0f} s)")
+    print(terminal_summary(res, out, title=f"densefeat demo, text part ({bench.scale} scale)"))
