@@ -65,6 +65,22 @@ def add_common(parser: argparse.ArgumentParser, *, seeds: int, budget: int) -> N
     add_set_argument(parser, "a training setting for every run")
 
 
+def add_ablations_argument(parser: argparse.ArgumentParser, *, default: tuple[str, ...]) -> None:
+    """``--ablations [A,B,...]``, the same on ``benchmark`` and ``demo`` (only the default
+    differs): alone, every ablation; a comma-separated list, those; ``''``, none."""
+    what = "every ablation" if default else "none"
+    parser.add_argument(
+        "--ablations",
+        type=_names,
+        nargs="?",
+        const=tuple(ABLATIONS),
+        default=default,
+        metavar="A,B,...",
+        help=f"ablations to train after the methods: alone, all of {','.join(ABLATIONS)}; "
+        f"or a comma-separated list; '' for none (default: {what})",
+    )
+
+
 def add_text_arguments(parser: argparse.ArgumentParser) -> None:
     """Task selection and baselines of the text benchmark (``benchmark --modality text``)."""
     # The text source's defaults without importing it (argument parsing stays light).
@@ -103,14 +119,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--modality",
         default="ehr",
+        choices=BENCHMARK_MODALITIES,
         help="ehr (default) or text (multimodal is not benchmarked yet)",
     )
-    parser.add_argument(
-        "--ablations",
-        type=_names,
-        default=tuple(ABLATIONS),
-        help=f"comma-separated ablations, '' for none (default {','.join(ABLATIONS)})",
-    )
+    add_ablations_argument(parser, default=tuple(ABLATIONS))
     parser.add_argument(
         "--max-eval-times",
         type=int,

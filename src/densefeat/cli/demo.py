@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .benchmark import add_common, config_from_args, run_with_progress
+from .benchmark import add_ablations_argument, add_common, config_from_args, run_with_progress
 
 #: Smoke-scale settings (chosen for wall time on a 2-core CPU, not for the results).
 SMOKE_BUDGET = 60
@@ -62,11 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=Path("densefeat-demo"),
         help="output directory (default: ./densefeat-demo)",
     )
-    parser.add_argument(
-        "--ablations",
-        action="store_true",
-        help="also train the ablations (each dense term off; VICReg without invariance)",
-    )
+    add_ablations_argument(parser, default=())
     parser.add_argument(
         "--notes",
         type=Path,
@@ -90,7 +86,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..benchmark.config import ABLATIONS
     from ..report.terminal import terminal_summary
     from ..train.config import parse_overrides
 
@@ -106,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     smoke = args.seeds < 3 or args.budget < 250
     bench = config_from_args(
         args,
-        ablations=tuple(ABLATIONS) if args.ablations else (),
+        ablations=args.ablations,
         max_eval_times=SMOKE_MAX_EVAL_TIMES,
         scale="smoke" if smoke else "full",
     )
@@ -137,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _text_config(args: argparse.Namespace, user: dict, user_budget: int | None):
     """The smoke-scale text BenchmarkConfig of the demo's arguments (validated)."""
-    from ..benchmark.config import ABLATIONS, BenchmarkConfig
+    from ..benchmark.config import BenchmarkConfig
     from ..benchmark.sources.text import TEXT_GRID
 
     if not args.notes.exists():
@@ -149,7 +144,7 @@ def _text_config(args: argparse.Namespace, user: dict, user_budget: int | None):
     smoke = args.seeds < 3 or budget < 250
     return BenchmarkConfig(
         methods=args.methods,
-        ablations=tuple(ABLATIONS) if args.ablations else (),
+        ablations=args.ablations,
         seeds=args.seeds,
         budget=budget,
         train={**SMOKE_TEXT_TRAIN, **user},

@@ -293,7 +293,7 @@ def probe_files(
     if too_big:
         tr = splits["train"]
         raise ValueError(
-            f"--k {' '.join(map(str, too_big))}: k-shot needs k positive and k negative train "
+            f"--shots {' '.join(map(str, too_big))}: k-shot needs k positive and k negative train "
             f"rows, but the train split has {tr['positives']} positive and {tr['negatives']} "
             f"negative rows (largest possible k: {smaller})"
         )
