@@ -422,8 +422,8 @@ def _truncated_npy(path: Path) -> list[str]:
 # name -> (make the input and return the CLI args, substrings the error must contain)
 BAD_INPUTS: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
     "unknown_extension": (
-        lambda p: [str(p.with_suffix(".csv"))],
-        ("unknown embedding file extension '.csv'", "x.csv"),
+        lambda p: [str(p.with_suffix(".txt"))],
+        ("unknown embedding file extension '.txt'", "x.txt"),
     ),
     "missing_file": (lambda p: [str(p.with_suffix(".npy"))], ("x.npy", "no such file")),
     "key_for_npy": (
