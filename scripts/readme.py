@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import threading
@@ -186,6 +185,8 @@ def _timing(results: Mapping[str, Any], run: Mapping[str, Any]) -> str:
     elif isinstance(machine.get("load_average"), Sequence) and machine["load_average"]:
         la = machine["load_average"]
         parts.append(f"load average {' / '.join(f'{x:.1f}' for x in la)} (1/5/15 min) at the end")
+    if run.get("note"):
+        parts.append(str(run["note"]))
     return "; ".join(parts)
 
 
@@ -314,7 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.run_demo:
         info = _run_demo(args.demo_out, extra)
-        shutil.copyfile(args.demo_out / "results.json", RESULTS)
+        # The same object, compact (it is committed: ~0.4 MB instead of ~0.5 MB indented).
+        copied = json.loads((args.demo_out / "results.json").read_text())
+        RESULTS.write_text(json.dumps(copied, separators=(",", ":")) + "\n")
         RUN_INFO.write_text(json.dumps(info, indent=1) + "\n")
     results = load(RESULTS)
     if not results:
