@@ -422,8 +422,8 @@ def _truncated_npy(path: Path) -> list[str]:
 # name -> (make the input and return the CLI args, substrings the error must contain)
 BAD_INPUTS: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
     "unknown_extension": (
-        lambda p: [str(p.with_suffix(".csv"))],
-        ("unknown embedding file extension '.csv'", "x.csv"),
+        lambda p: [str(p.with_suffix(".txt"))],
+        ("unknown embedding file extension '.txt'", "x.txt"),
     ),
     "missing_file": (lambda p: [str(p.with_suffix(".npy"))], ("x.npy", "no such file")),
     "key_for_npy": (
@@ -632,3 +632,35 @@ def test_console_script_exit_codes(tmp_path: Path) -> None:
     assert fail.returncode == 2
     assert "densefeat analyze: error:" in fail.stderr and "integer" in fail.stderr
     assert not out.exists()
+
+
+def test_cli_table_reads_as_numbers_with_direction_degrees_and_the_reference(
+    tmp_path: Path, capsys
+) -> None:
+    from densefeat.cli.analyze import _fmt
+
+    # 4 significant digits, thousands separated, no "-0", scientific only at the extremes
+    assert [_fmt(x) for x in (7043.51, 0.912345, 12.0, -0.00001, 1234567.0, 2)] == [
+        "7,044",
+        "0.9123",
+        "12.00",
+        "-1.000e-05",
+        "1.235e+06",
+        "2",
+    ]
+    assert _fmt(-0.00004999) != "-0.000"
+    za = _wellcond()
+    path_a, _, _ = _pt_dict(tmp_path / "a", za)
+    path_b, _, _ = _safetensors(tmp_path / "b", _related(za))
+    out = tmp_path / "pair.json"
+    assert main(["analyze", str(path_a), str(path_b), "--k", "3", "--json", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "effective_rank ↑" in shown and "condition_number ↓" in shown
+    assert "principal angles (k=3, °) ↓" in shown and "linear_cka_debiased ↑" in shown
+    assert "mean over 8 random isotropic Gaussian matrices" in shown
+    data = _load_strict_json(out)
+    deg = data["principal_angles_deg"]
+    assert deg == pytest.approx([math.degrees(a) for a in data["principal_angles"]])
+    assert all(0 <= a <= 90 for a in deg)
+    lo, hi = min(deg), max(deg)
+    assert f"{_fmt(lo)} / " in shown and f" / {_fmt(hi)}" in shown

@@ -349,7 +349,9 @@ def test_demo_notes_runs_the_text_benchmark_after_the_ehr_one(
         assert not (Path(out_dir) / "text").exists()
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "results.md").write_text("EHR table\n")
-        return {"seconds": 0.0}
+        from _results_fixture import make_results
+
+        return make_results()  # a valid results object for the terminal summary
 
     monkeypatch.setattr(run_module, "run_benchmark", fake_ehr)
     monkeypatch.setattr(eunomia, "eunomia_meds", lambda: tmp_path / "eunomia-not-converted")
@@ -368,9 +370,10 @@ def test_demo_notes_runs_the_text_benchmark_after_the_ehr_one(
     methods = [r["method"] for r in res["table"]]
     assert methods[:3] == ["dense", "random", "tfidf"]
     assert (out / "text" / "report.html").is_file()
-    err = capsys.readouterr().err.replace("\n", "")
-    assert "then the text benchmark (smoke scale)" in err
-    assert str((out / "text" / "report.html").resolve()) in err
+    captured = capsys.readouterr()
+    assert "then the text benchmark (smoke scale)" in captured.err.replace("\n", "")  # progress
+    assert f"report: {(out / 'text' / 'report.html').resolve()}" in captured.out  # results
+    assert "densefeat demo, text part (smoke scale)" in captured.out
 
 
 def test_demo_bad_notes_path_writes_nothing(tmp_path: Path, capsys) -> None:

@@ -35,8 +35,17 @@ def test_demo_runs_the_smoke_benchmark_and_says_so(cache, capsys):
     assert [r["method"] for r in res["table"]] == ["dense", "random", "count_features"]
     assert res["config"]["train"]["data"]["max_len"] == 32  # the smoke setting, kept under --set
     assert "Smoke scale" in (out / "results.md").read_text()
-    err = capsys.readouterr().err
-    assert "report:" in err and str((out / "report.html").resolve()) in err.replace("\n", "")
+    captured = capsys.readouterr()
+    # results on stdout (a compact table, no markdown), progress on stderr
+    stdout = captured.out
+    assert f"report: {(out / 'report.html').resolve()}" in stdout
+    assert "densefeat demo (smoke scale)" in stdout and "Primary endpoints:" in stdout
+    table = stdout.split("\n\n")[1].splitlines()
+    assert table[0].split()[:2] == ["method", "seeds"]
+    assert [line.split()[0] for line in table[2:5]] == ["dense", "random", "count_features"]
+    assert max(len(line) for line in stdout.splitlines() if str(out) not in line) <= 100
+    assert "|" not in stdout and "[^" not in stdout  # not markdown
+    assert "densefeat demo" in captured.err  # the progress
 
 
 def test_demo_bad_arguments_write_nothing(cache, capsys):

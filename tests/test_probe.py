@@ -266,7 +266,7 @@ def _write_files(
 def test_cli_probe_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     emb, lab, _ = _write_files(tmp_path)
     out = tmp_path / "probe.json"
-    argv = ["probe", "--embeddings", str(emb), "--labels", str(lab), "--k", "all", "2", "8"]
+    argv = ["probe", "--embeddings", str(emb), "--labels", str(lab), "--shots", "all", "2", "8"]
     argv += ["--draws", "2", "--bootstrap", "100", "--json", str(out)]
     assert main(argv) == 0
     text = out.read_text()
@@ -315,8 +315,8 @@ def test_cli_probe_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "single class" in err and "boolean_value" in err
 
     # k larger than the train split's smaller class
-    err = _cli_error([*base, "--labels", str(lab), "--k", "all", "100000"], out, capsys)
-    assert "--k 100000" in err and "largest possible k" in err
+    err = _cli_error([*base, "--labels", str(lab), "--shots", "all", "100000"], out, capsys)
+    assert "--shots 100000" in err and "largest possible k" in err
 
     # a missing column, named
     no_sid = tmp_path / "no_sid.parquet"
@@ -380,3 +380,11 @@ def test_import_eval_does_not_import_sklearn() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     )
     assert out.stdout.split() == [densefeat.__file__, "False"]
+
+
+def test_cli_probe_k_is_refused_and_names_shots(capsys: pytest.CaptureFixture[str]) -> None:
+    # --k is the subspace dimension in analyze/benchmark/demo: probe says so rather than
+    # taking it as shot sizes.
+    assert main(["probe", "--embeddings", "e.parquet", "--labels", "l.parquet", "--k", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "--k is the subspace dimension" in err and "--shots" in err

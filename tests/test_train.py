@@ -306,11 +306,11 @@ def test_cli_train_embed_analyze(meds, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--method", "nope"], "unknown method 'nope'"),
+        (["--method", "nope"], "invalid choice: 'nope'"),
         (["--modality", "text"], "has no notes"),
         (["--modality", "multimodal"], "no notes"),
         (["--epochs", "2"], "--epochs and --max-steps are exclusive"),
-        (["--modality", "audio"], "unknown modality 'audio'"),
+        (["--modality", "audio"], "invalid choice: 'audio'"),
         (["--set", "w_bogus=1"], "w_bogus"),
         (["--method", "supervised"], "needs --labels"),
         (["--set", "batch_size=100000"], "too few training rows for batch_size 100000"),

@@ -148,6 +148,19 @@ def _losses(run) -> list[float]:
 # ---- sources and pairs ------------------------------------------------------------------------
 
 
+def test_note_table_labels_are_its_boolean_columns_unless_told(notes_csv, tmp_path, capsys):
+    # "cardiac" is boolean, "unlabelled" a string column: only the first is a label by default.
+    assert load_note_corpus(notes_csv).label_names == ("cardiac",)
+    assert load_note_corpus(notes_csv, labels="cardiac").label_names == ("cardiac",)
+    # A table with no boolean column has no labels: supervised says which setting names them.
+    frame = pl.read_csv(notes_csv).drop("cardiac")
+    frame.write_csv(tmp_path / "plain.csv")
+    assert load_note_corpus(tmp_path / "plain.csv").label_names == ()
+    args = ["train", "--data", str(tmp_path / "plain.csv"), "--out", str(tmp_path / "r")]
+    assert main([*args, "--max-steps", "1", *_TINY, "--method", "supervised"]) == 2
+    assert "needs label columns" in capsys.readouterr().err
+
+
 def test_note_sources_splits_and_pairs(notes_csv, meds_notes):
     table = load_note_corpus(notes_csv, labels="cardiac")
     assert table.kind == "table" and table.label_names == ("cardiac",)
@@ -380,15 +393,14 @@ def test_cli_text_train_embed_analyze(notes_csv, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--method", "supervised"], "needs label columns"),
         (["--method", "supervised", "--set", "text_labels=unlabelled"], "'unlabelled'"),
         (["--set", "text_labels=nope"], "missing column 'nope'"),
         (["--method", "masked", "--set", "text_encoder=pretrained"], "masked-token prediction"),
         (["--set", "text_pairs=adjacent"], "adjacent-note pairs need notes"),
         (["--labels", "labels.parquet"], "text labels are columns"),
         (["--set", "batch_size=1000"], "too few training rows for batch_size 1000"),
-        (["--method", "nope"], "unknown method 'nope'"),
-        (["--modality", "audio"], "unknown modality 'audio'"),
+        (["--method", "nope"], "invalid choice: 'nope'"),
+        (["--modality", "audio"], "invalid choice: 'audio'"),
     ],
 )
 def test_cli_text_bad_input(notes_csv, tmp_path, capsys, extra, message):

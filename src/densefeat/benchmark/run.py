@@ -92,7 +92,17 @@ def _machine(device: torch.device) -> dict[str, Any]:
         "device": str(device)
         + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
         "torch_threads": torch.get_num_threads(),
+        # 1, 5 and 15-minute load averages at the end: wall times mean little without them
+        # on a shared machine (None where the platform has none).
+        "load_average": _load_average(),
     }
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):  # pragma: no cover - Windows
+        return None
 
 
 def _device(bench: BenchmarkConfig) -> torch.device:

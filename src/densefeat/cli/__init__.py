@@ -53,7 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         module = import_module(SUBCOMMANDS[argv[0]][0])
         sub_parser = parser._subparsers._group_actions[0].choices[argv[0]]  # type: ignore[union-attr]
         module.add_arguments(sub_parser)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a usage error (2, message printed) or --help/--version (0)
+        return exc.code if isinstance(exc.code, int) else 2
     if args.command is None:
         parser.print_help()
         return 2

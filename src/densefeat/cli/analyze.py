@@ -33,36 +33,63 @@ TABLE_METRICS = (
 )
 
 
+#: How each metric reads: the direction in which the embedding is more isotropic (or the two
+#: files more alike). Geometry has no "better" in itself; this says which way is which.
+DIRECTION = {
+    "effective_rank": "↑",
+    "effective_rank_eig": "↑",
+    "spectral_entropy": "↑",
+    "rankme": "↑",
+    "participation_ratio": "↑",
+    "stable_rank": "↑",
+    "numerical_rank": "↑",
+    "condition_number": "↓",
+    "condition_number_k": "↓",
+    "alpha_req": "↓",
+    "alpha_req_r2": "↑",
+}
+
+#: Significant digits of every number printed (the JSON keeps full precision).
+SIGNIFICANT = 4
+
+
 def _fmt(value: Any) -> str:
+    """``value`` with :data:`SIGNIFICANT` significant digits (thousands separated; scientific
+    only below 1e-3 or from 1e6); ``-`` for None, ``inf`` for infinity."""
     if value is None:
         return "-"
     if isinstance(value, bool) or isinstance(value, int):
-        return str(value)
+        return f"{value:,}"
     if isinstance(value, float):
         if math.isinf(value):
             return "inf" if value > 0 else "-inf"
         if math.isnan(value):
             return "nan"
-        if value != 0.0 and not 1e-3 <= abs(value) < 1e6:
-            return f"{value:.4e}"
-        return f"{value:.4f}"
+        if value == 0.0:
+            return "0"
+        if not 1e-3 <= abs(value) < 1e6:
+            return f"{value:.{SIGNIFICANT - 1}e}"
+        digits = max(SIGNIFICANT - 1 - math.floor(math.log10(abs(value))), 0)
+        text = f"{value:,.{digits}f}"
+        return "0" if float(text.replace(",", "")) == 0 else text  # never "-0.000"
     return str(value)
 
 
 def _metric_label(name: str, result: dict[str, Any]) -> str:
+    arrow = DIRECTION.get(name, "")
     if name == "condition_number_k":
-        return f"condition_number_k (k={result['condition_number_k_at']})"
-    return name
+        return f"condition_number_k (k={result['condition_number_k_at']}) {arrow}"
+    return f"{name} {arrow}".rstrip()
 
 
 def _geometry_table(result: dict[str, Any]) -> Any:
     from rich.table import Table
 
     b = result.get("b")
-    shape = f"({result['n']} x {result['d']})"
+    shape = f"({result['n']:,} x {result['d']:,})"
     title = f"A: {result['file']} {shape}"
     if b is not None:
-        title += f"   B: {b['file']} ({b['n']} x {b['d']})"
+        title += f"   B: {b['file']} ({b['n']:,} x {b['d']:,})"
     table = Table(title=title)
     # Metric names never get truncated: a clipped name could read as another metric.
     labels = [_metric_label(name, result) for name in TABLE_METRICS]
@@ -84,32 +111,45 @@ def _geometry_table(result: dict[str, Any]) -> Any:
     return table
 
 
+def _degrees(angles: list[float]) -> list[float]:
+    return [math.degrees(a) for a in angles]
+
+
 def _pair_table(result: dict[str, Any]) -> Any:
     from rich.table import Table
 
     table = Table(title="A vs B (rows paired by order)")
     table.add_column("metric", no_wrap=True)
     table.add_column("value", justify="right", no_wrap=True)
-    table.add_column("unrelated matrices", justify="right")
+    table.add_column("unrelated", justify="right", no_wrap=True)
     k = result["subspace_k"]
-    angles = result["principal_angles"]
+    angles = sorted(_degrees(result["principal_angles"]))
     table.add_row(
-        f"subspace_distance (k={k})",
+        f"subspace_distance (k={k}) ↓",
         _fmt(result["subspace_distance"]),
-        _fmt(result["subspace_distance_chance"]) + " (chance)",
+        _fmt(result["subspace_distance_chance"]),
+    )
+    median = (
+        angles[len(angles) // 2]
+        if len(angles) % 2
+        else sum(angles[len(angles) // 2 - 1 : len(angles) // 2 + 1]) / 2
     )
     table.add_row(
-        f"principal_angles (k={k}, rad)",
-        f"{_fmt(max(angles))} .. {_fmt(min(angles))}",
-        f"{_fmt(math.pi / 2)} max",
+        f"principal angles (k={k}, °) ↓",
+        f"{_fmt(angles[0])} / {_fmt(median)} / {_fmt(angles[-1])}",
+        "90",
     )
     same_d = result["d"] == result["b"]["d"]
     table.add_row(
-        "linear_cka",
+        "linear_cka ↑",
         _fmt(result["linear_cka"]),
         _fmt(result["isotropic_reference"]["linear_cka"]) if same_d else "-",
     )
-    table.add_row("linear_cka_debiased", _fmt(result["linear_cka_debiased"]), _fmt(0.0))
+    table.add_row(
+        "linear_cka_debiased ↑",
+        _fmt(result["linear_cka_debiased"]),
+        _fmt(0.0),
+    )
     return table
 
 
@@ -126,6 +166,20 @@ def _notes(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+#: How the isotropic column is computed (densefeat.functional.isotropic_reference).
+REFERENCE_NOTE = (
+    "↑ / ↓: the direction in which the embedding is more isotropic (ranks at most "
+    "min(n-1, d); condition numbers 1 at best; alpha_req 0 for a flat spectrum; alpha_req_r2 "
+    "is the power-law fit's R²) or the two files more alike; geometry has no better or worse "
+    "in itself. unrelated: two independent random matrices (subspace "
+    "distance: its chance level; principal angles: min / median / max, 90 = orthogonal). "
+    "isotropic: the mean over 8 random isotropic Gaussian matrices of the same (n, d) (seed 0), "
+    "each drawn exactly in distribution through its bidiagonal chi model (Dumitriu & Edelman "
+    "2002): a Monte Carlo estimate, not a closed form; compare values only at equal (n, d). "
+    f"Numbers: {SIGNIFICANT} significant digits (--json keeps full precision)."
+)
+
+
 def render(result: dict[str, Any], console: Any | None = None) -> None:
     """Print the result of :func:`~densefeat.eval.analyze.analyze_files` as tables (rich) on
     ``console`` (default: stdout)."""
@@ -137,17 +191,14 @@ def render(result: dict[str, Any], console: Any | None = None) -> None:
         console.print(_pair_table(result))
     for line in _notes(result):
         console.print(line, markup=False, highlight=False)
-    console.print(
-        "isotropic: an isotropic Gaussian matrix of the same shape (mean of 8 draws);"
-        " compare values only at equal (n, d).",
-        markup=False,
-        highlight=False,
-    )
+    console.print(REFERENCE_NOTE, markup=False, highlight=False)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare ``densefeat analyze EMB [EMB2] [--key COL] [--k K] [--json OUT] ...``."""
-    parser.add_argument("emb", metavar="EMB", help=".npy, .parquet, .pt or .safetensors file")
+    parser.add_argument(
+        "emb", metavar="EMB", help=".npy, .parquet, .csv, .tsv, .pt or .safetensors file"
+    )
     parser.add_argument(
         "emb2",
         metavar="EMB2",
@@ -197,6 +248,8 @@ def run(args: argparse.Namespace) -> int:
         chunk_rows=args.chunk_rows,
         key_b=args.key_b,
     )
+    if "principal_angles" in result:  # the report's unit; "principal_angles" stays radians
+        result["principal_angles_deg"] = _degrees(result["principal_angles"])
     render(result)
     if out is not None:
         write_json_atomic(out, to_json_safe(result))

@@ -82,6 +82,22 @@ def add_common(
     add_set_argument(parser, "a training setting for every run")
 
 
+def add_ablations_argument(parser: argparse.ArgumentParser, *, default: tuple[str, ...]) -> None:
+    """``--ablations [A,B,...]``, the same on ``benchmark`` and ``demo`` (only the default
+    differs): alone, every ablation; a comma-separated list, those; ``''``, none."""
+    what = "every ablation" if default else "none"
+    parser.add_argument(
+        "--ablations",
+        type=_names,
+        nargs="?",
+        const=tuple(ABLATIONS),
+        default=default,
+        metavar="A,B,...",
+        help=f"ablations to train after the methods: alone, all of {','.join(ABLATIONS)}; "
+        f"or a comma-separated list; '' for none (default: {what})",
+    )
+
+
 def add_text_arguments(parser: argparse.ArgumentParser) -> None:
     """Task selection and baselines of the text benchmark (``benchmark --modality text``)."""
     # The text source's defaults without importing it (argument parsing stays light).
@@ -120,14 +136,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--modality",
         default="ehr",
+        choices=BENCHMARK_MODALITIES,
         help="ehr (default) or text (multimodal is not benchmarked yet)",
     )
-    parser.add_argument(
-        "--ablations",
-        type=_names,
-        default=tuple(ABLATIONS),
-        help=f"comma-separated ablations, '' for none (default {','.join(ABLATIONS)})",
-    )
+    add_ablations_argument(parser, default=tuple(ABLATIONS))
     parser.add_argument(
         "--max-eval-times",
         type=int,
@@ -222,6 +234,8 @@ def run_with_progress(console: Any, data: Any, out: Path, bench: BenchmarkConfig
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from ..report.terminal import terminal_summary
+
     text = args.modality == "text"
     bench = config_from_args(
         args,
@@ -253,10 +267,8 @@ def run(args: argparse.Namespace) -> int:
     res = run_with_progress(
         console, data, args.out, bench, labels=args.labels, workers=args.workers, **options
     )
-    console.print(
-        f"report: {args.out / 'report.html'} (table: {args.out / 'results.md'}, "
-        f"{res['seconds']:.0f} s)"
-    )
+    # The results on stdout (`densefeat benchmark ... > summary.txt`); progress went to stderr.
+    print(terminal_summary(res, args.out, title=f"densefeat benchmark ({bench.scale} scale)"))
     return 0
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .benchmark import add_common, config_from_args, run_with_progress
+from .benchmark import add_ablations_argument, add_common, config_from_args, run_with_progress
 
 #: Smoke-scale settings (chosen for wall time on a 2-core CPU, not for the results).
 SMOKE_BUDGET = 60
@@ -62,11 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=Path("densefeat-demo"),
         help="output directory (default: ./densefeat-demo)",
     )
-    parser.add_argument(
-        "--ablations",
-        action="store_true",
-        help="also train the ablations (each dense term off; VICReg without invariance)",
-    )
+    add_ablations_argument(parser, default=())
     parser.add_argument(
         "--notes",
         type=Path,
@@ -91,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..benchmark.config import ABLATIONS
+    from ..report.terminal import terminal_summary
     from ..train.config import parse_overrides
 
     user = parse_overrides(args.overrides)
@@ -106,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     smoke = args.seeds < 3 or args.budget < 250
     bench = config_from_args(
         args,
-        ablations=tuple(ABLATIONS) if args.ablations else (),
+        ablations=args.ablations,
         max_eval_times=SMOKE_MAX_EVAL_TIMES,
         scale="smoke" if smoke else "full",
     )
@@ -128,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
             f"{args.out / 'text'}"
         )
     res = run_with_progress(console, data, args.out, bench, labels=args.labels, dataset_name=name)
-    console.print((args.out / "results.md").read_text())
-    console.print(f"report: {(args.out / 'report.html').resolve()} ({res['seconds']:.0f} s)")
+    # The results on stdout (`densefeat demo > summary.txt`); progress went to stderr.
+    print(terminal_summary(res, args.out, title=f"densefeat demo ({bench.scale} scale)"))
     if text_bench is not None:
         _run_text(args, text_bench, console)
     return 0
@@ -137,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _text_config(args: argparse.Namespace, user: dict, user_budget: int | None):
     """The smoke-scale text BenchmarkConfig of the demo's arguments (validated)."""
-    from ..benchmark.config import ABLATIONS, BenchmarkConfig
+    from ..benchmark.config import BenchmarkConfig
     from ..benchmark.sources.text import TEXT_GRID
 
     if not args.notes.exists():
@@ -149,7 +145,7 @@ def _text_config(args: argparse.Namespace, user: dict, user_budget: int | None):
     smoke = args.seeds < 3 or budget < 250
     return BenchmarkConfig(
         methods=args.methods,
-        ablations=tuple(ABLATIONS) if args.ablations else (),
+        ablations=args.ablations,
         seeds=args.seeds,
         budget=budget,
         train={**SMOKE_TEXT_TRAIN, **user},
@@ -165,6 +161,7 @@ def _text_config(args: argparse.Namespace, user: dict, user_budget: int | None):
 
 
 def _run_text(args: argparse.Namespace, bench, console) -> None:
+    from ..report.terminal import terminal_summary
 
     out = args.out / "text"
     console.print(
@@ -178,5 +175,4 @@ def _run_text(args: argparse.Namespace, bench, console) -> None:
         min_positives=SMOKE_TEXT_MIN_POSITIVES,
         max_tasks=0 if args.text_tasks else SMOKE_TEXT_MAX_TASKS,
     )
-    console.print((out / "results.md").read_text())
-    console.print(f"text report: {(out / 'report.html').resolve()} ({res['seconds']:.0f} s)")
+    print(terminal_summary(res, out, title=f"densefeat demo, text part ({bench.scale} scale)"))

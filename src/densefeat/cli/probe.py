@@ -3,7 +3,7 @@
 Usage::
 
     densefeat probe --embeddings emb.parquet --labels task.parquet \\
-        [--key embedding] [--k all 1 2 4 ...] [--draws 5] [--bootstrap 1000] [--seed 0] \\
+        [--key embedding] [--shots all 1 2 4 ...] [--draws 5] [--bootstrap 1000] [--seed 0] \\
         [--split-seed 0] [--whiten] [--json OUT]
 
 The embeddings are the ``.parquet`` written by ``densefeat embed`` (``subject_id``,
@@ -13,10 +13,10 @@ without a ``split`` column subjects are split by a hash of (``--split-seed``, su
 The computation is :func:`densefeat.eval.probe.files.probe_files`; the probe protocol is
 :mod:`densefeat.eval.probe` (EHRSHOT's, docs/design.md):
 
-* ``--k all``: L2 logistic regression fitted on ``train``, C in 1e-4..1e4 chosen by AUROC on
+* ``--shots all``: L2 logistic regression fitted on ``train``, C in 1e-4..1e4 chosen by AUROC on
   ``tuning``, AUROC and AUPRC on ``held_out`` with percentile 95% CIs from ``--bootstrap``
   patient-level resamples;
-* ``--k N``: N positive and N negative training rows per draw (``--draws`` seeded draws),
+* ``--shots N``: N positive and N negative training rows per draw (``--draws`` seeded draws),
   C chosen on N per class from ``tuning`` (fixed at 1.0 for N <= 4); mean and sd over draws.
   An N larger than the train split's smaller class is an error here.
 
@@ -60,6 +60,20 @@ _non_negative_int = _int_at_least(0, "an integer >= 0")
 _shots = _int_at_least(1, "'all' or a positive integer")
 
 
+class _RenamedFlag(argparse.Action):
+    """A flag that is not (or no longer) this command's: a usage error naming the right one."""
+
+    def __init__(self, *args: Any, new_flag: str, **kwargs: Any) -> None:
+        self.new_flag = new_flag
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        parser.error(
+            f"{self.option_strings[0]} is the subspace dimension in densefeat; probe's k-shot "
+            f"sizes are {self.new_flag} (e.g. {self.new_flag} all 1 2 4 8)"
+        )
+
+
 def _k_value(text: str) -> str | int:
     return "all" if text == "all" else _shots(text)
 
@@ -88,13 +102,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="embedding column (default: the only float-list column)",
     )
     parser.add_argument(
-        "--k",
+        "--shots",
         nargs="+",
         type=_k_value,
         default=["all"],
         metavar="all|N",
-        help="'all' (full training split) and/or shots per class, e.g. --k all 1 2 4 8 16 32 "
-        "64 128 (default: all)",
+        help="'all' (full training split) and/or shots per class, e.g. --shots all 1 2 4 8 16 "
+        "32 64 128 (default: all)",
+    )
+    # --k is the subspace dimension in every other command; here it would mean something else,
+    # so it is refused with a pointer instead of being silently taken as the shot sizes.
+    parser.add_argument(
+        "--k", nargs="+", action=_RenamedFlag, help=argparse.SUPPRESS, new_flag="--shots"
     )
     parser.add_argument(
         "--draws", type=_positive_int, default=5, help="draws per k-shot size (default 5)"
@@ -246,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
         args.embeddings,
         args.labels,
         key=args.key,
-        ks=args.k,
+        ks=args.shots,
         draws=args.draws,
         n_bootstrap=args.bootstrap,
         seed=args.seed,

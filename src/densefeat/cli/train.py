@@ -42,10 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--modality",
         default=None,
-        help=f"one of {', '.join(MODALITIES)} (default ehr; --resume: the run's own)",
+        choices=tuple(MODALITIES),
+        help="the data's modality (default ehr; --resume: the run's own)",
     )
     parser.add_argument(
-        "--method", default="dense", help=f"one of {', '.join(METHODS)} (default dense)"
+        "--method", default="dense", choices=tuple(METHODS), help="training method (default dense)"
     )
     parser.add_argument("--out", type=Path, required=True, help="run directory to create")
     parser.add_argument("--config", type=Path, default=None, help="JSON file of TrainConfig keys")

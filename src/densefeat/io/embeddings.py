@@ -24,6 +24,10 @@ statistics over millions of rows can be streamed with a peak memory that does no
   - ``key="emb"``: that column (a float-list column, or one scalar float column: d = 1).
   - ``key="f0,f1,f2"``: those scalar float columns, in that order.
 
+* ``.csv`` / ``.tsv`` — read whole into a frame typed as Parquet would be
+  (:mod:`densefeat.io.tables`: floats, and a bracketed-list column as a list of floats), then
+  chosen and validated exactly like ``.parquet`` (same ``key`` rules, same errors).
+
 * ``.pt`` — ``torch.load(path, weights_only=True, map_location="cpu")``: a tensor, or a dict
   of tensors (``key``, else the only 2-D tensor). A file that needs arbitrary unpickling is
   refused: user files are data, never code. The whole tensor is loaded, then chunked.
@@ -72,8 +76,8 @@ def open_embeddings(path: str | os.PathLike[str], key: str | None = None) -> Emb
     """Open and validate an embedding file without reading its rows (except for ``.pt``).
 
     Args:
-        path: a ``.npy``, ``.parquet``, ``.pt`` or ``.safetensors`` file.
-        key: tensor key (``.pt`` dict, ``.safetensors``) or column(s) (``.parquet``, a name
+        path: a ``.npy``, ``.parquet``, ``.csv``, ``.tsv``, ``.pt`` or ``.safetensors`` file.
+        key: tensor key (``.pt`` dict, ``.safetensors``) or column(s) (tables, a name
             or comma-separated names); must be ``None`` for ``.npy``. An empty string counts
             as ``None``.
 

@@ -1,5 +1,6 @@
-"""The readers of each embedding file format: ``.npy``, ``.safetensors``, ``.pt`` and
-``.parquet`` (what each accepts is in :mod:`densefeat.io.embeddings`)."""
+"""The readers of each embedding file format: ``.npy``, ``.safetensors``, ``.pt``,
+``.parquet``, and ``.csv`` / ``.tsv`` (read as Parquet, see :mod:`densefeat.io.tables`; what
+each accepts is in :mod:`densefeat.io.embeddings`)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from .source import (
 )
 
 #: File extensions understood by :func:`open_embeddings`.
-SUFFIXES = (".npy", ".parquet", ".pt", ".safetensors")
+SUFFIXES = (".npy", ".parquet", ".pt", ".safetensors", ".csv", ".tsv")
 
 
 def _readinto_exact(f: Any, out: np.ndarray, label: str) -> None:
@@ -324,7 +325,9 @@ def _list_to_matrix(label: str, arr: Any, first_row: int, d: int) -> np.ndarray:
 _PARQUET_BUFFER_BYTES = 8 * 2**20
 
 
-def _open_parquet(path: Path, key: str | None) -> EmbeddingSource:
+def _open_parquet(path: Path, key: str | None, source: Any = None) -> EmbeddingSource:
+    """``path``'s embeddings; ``source``: the Parquet bytes when they are not ``path``'s own
+    (a CSV read into memory), errors still naming ``path``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -333,7 +336,11 @@ def _open_parquet(path: Path, key: str | None) -> EmbeddingSource:
         # Stream pages: by default a whole column chunk (a row group, often the whole file)
         # is read at once. Measured on a 300,000 x 768 float32 list column in one row group:
         # peak RSS 1.34 GiB by default, 0.32 GiB with these two options.
-        pf = pq.ParquetFile(path, buffer_size=_PARQUET_BUFFER_BYTES, pre_buffer=False)
+        pf = pq.ParquetFile(
+            path if source is None else source,
+            buffer_size=_PARQUET_BUFFER_BYTES,
+            pre_buffer=False,
+        )
     except (pa.ArrowException, OSError) as exc:
         raise EmbeddingFileError(f"{label}: not a valid Parquet file ({exc})") from exc
     schema = pf.schema_arrow
@@ -374,9 +381,23 @@ def _open_parquet(path: Path, key: str | None) -> EmbeddingSource:
     return EmbeddingSource(path, ",".join(names), n, d, str(np.dtype(dtype)), read)
 
 
+def _open_text_table(path: Path, key: str | None) -> EmbeddingSource:
+    """A CSV/TSV table: typed like Parquet (:mod:`densefeat.io.tables`), then read and
+    validated by the Parquet reader, so both formats accept and refuse the same tables."""
+    from .tables import read_text_table, to_parquet
+
+    try:
+        frame = read_text_table(path)
+    except ValueError as exc:
+        raise EmbeddingFileError(str(exc)) from exc
+    return _open_parquet(path, key, source=to_parquet(frame))
+
+
 OPENERS: dict[str, Callable[[Path, str | None], EmbeddingSource]] = {
     ".npy": _open_npy,
     ".parquet": _open_parquet,
     ".pt": _open_pt,
     ".safetensors": _open_safetensors,
+    ".csv": _open_text_table,
+    ".tsv": _open_text_table,
 }

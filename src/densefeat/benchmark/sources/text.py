@@ -237,7 +237,11 @@ class TextSource:
         )
         out.mkdir(parents=True, exist_ok=True)
         if not self.tasks:
-            say(f"no task: no label of {self.data} has {min_positives} positives in every split")
+            say(
+                f"no task: no label of {self.data} has {min_positives} positives in every split "
+                f"(labels read: {', '.join(self.corpus.label_names) or 'none'}; a note table's "
+                "labels are its boolean columns unless --set text.labels=COL,... names others)"
+            )
         write_notes(out / "labels" / "notes.parquet", self.rows, self.tasks)
         self.eval_rows = eval_rows_of(self.rows, self.tasks)
         self.ctx = ProbeContext(self.bench, self.eval_rows, self.tasks)

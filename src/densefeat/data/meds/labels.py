@@ -10,14 +10,31 @@ import polars as pl
 from .dataset import MedsDataset
 from .schema import LABEL_VALUE_COLUMNS, STRING_TYPES, MedsFormatError, guarded_read, missing_column
 
+#: Label file types: MEDS's Parquet, and CSV / TSV typed the same way (densefeat.io.tables:
+#: ``true``/``false`` booleans, ISO datetimes), then validated by the same checks.
+_LABEL_SUFFIXES = (".parquet", ".csv", ".tsv")
+
+
+def _read_label_file(path: Path) -> pl.DataFrame:
+    if path.suffix.lower() in (".csv", ".tsv"):
+        from ...io.tables import read_text_table
+
+        try:
+            return read_text_table(path)
+        except ValueError as exc:
+            raise MedsFormatError(str(exc)) from exc
+    return pl.read_parquet(path)
+
 
 def _label_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*.parquet") if p.is_file())
+        files = sorted(
+            p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _LABEL_SUFFIXES
+        )
         if not files:
-            raise MedsFormatError(f"{path}: no label parquet files")
+            raise MedsFormatError(f"{path}: no label files (.parquet, .csv or .tsv)")
         return files
     raise FileNotFoundError(f"no label file or directory at {path}")
 
@@ -92,10 +109,12 @@ def _check_labels_against(labels: pl.DataFrame, dataset: MedsDataset, source: st
 def read_labels(
     path: str | os.PathLike[str], *, dataset: MedsDataset | None = None
 ) -> pl.DataFrame:
-    """Read MEDS label parquet (a file, or a directory of them, e.g. ACES output).
+    """Read MEDS labels (a file, or a directory of them, e.g. ACES output).
 
     Args:
-        path: a label parquet file or a directory searched recursively.
+        path: a label file (``.parquet``, or ``.csv`` / ``.tsv`` with the same columns,
+            ``prediction_time`` as ISO datetimes and ``boolean_value`` as true/false) or a
+            directory searched recursively.
         dataset: when given, every label's subject must be in it and its prediction_time at or
             after the subject's first timed event.
 
@@ -113,7 +132,7 @@ def read_labels(
     root = Path(path)
     frames = []
     for f in _label_files(root):
-        frames.append(_conform_labels(guarded_read(f, lambda f=f: pl.read_parquet(f)), str(f)))
+        frames.append(_conform_labels(guarded_read(f, lambda f=f: _read_label_file(f)), str(f)))
     try:
         labels = pl.concat(frames, how="diagonal_relaxed")
     except Exception as exc:

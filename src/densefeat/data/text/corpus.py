@@ -181,7 +181,8 @@ def load_note_corpus(
         subject_col: the subject column of a generic note table; used when the table has it
             (``"subject_id"`` by default), an error when another name is given and missing.
         labels: comma-separated label columns (generic tables: which columns are labels;
-            MTSamples: a subset of the specialties; empty: every label the source has).
+            MTSamples: a subset of the specialties; empty: every label the source has, which
+            for a generic table is every boolean column).
         split_seed: seed of the text-group splits of note tables.
 
     Returns:
@@ -222,7 +223,12 @@ def load_note_corpus(
             )
         subject_col = None
     table = read_note_table(
-        path, id_col=id_col, text_col=text_col, label_col=wanted or None, subject_col=subject_col
+        path,
+        id_col=id_col,
+        text_col=text_col,
+        label_col=wanted or None,
+        subject_col=subject_col,
+        boolean_labels=True,  # without text.labels, the table's boolean columns are its labels
     )
     frame = _with_splits(table.frame, table.splits(split_seed), table.label_names)
     return NoteCorpus(frame, table.label_names, "table", str(path))

@@ -294,6 +294,7 @@ def read_note_table(
     label_col: str | Sequence[str] | None = None,
     subject_col: str | None = None,
     drop_empty: bool = False,
+    boolean_labels: bool = False,
 ) -> NoteTable:
     """Read a note table from CSV (plain or compressed) or parquet.
 
@@ -301,6 +302,8 @@ def read_note_table(
         path: ``.parquet``, ``.csv`` (comma-separated) or ``.tsv`` (tab-separated), the text
             files optionally compressed (``.gz``, ``.xz``, ``.bz2``, ``.zst``).
         id_col, text_col, label_col, subject_col, drop_empty: see :func:`note_table_from_frame`.
+        boolean_labels: without ``label_col``, take every boolean column (other than the id,
+            text and subject columns) as a label: a note table's labels unless told otherwise.
 
     Returns:
         the validated note table, with ``source`` set to the path.
@@ -314,6 +317,9 @@ def read_note_table(
     if not path.is_file():
         raise FileNotFoundError(f"no note table at {path}")
     frame = _read_table(path, text_col)
+    if boolean_labels and not as_name_list(label_col):
+        skip = {id_col, text_col, *as_name_list(subject_col)}
+        label_col = [c for c, t in frame.schema.items() if t == pl.Boolean and c not in skip]
     return note_table_from_frame(
         frame,
         id_col=id_col,

@@ -63,7 +63,8 @@ def load_probe_data(
 ) -> ProbeData:
     """Read a ``densefeat embed`` parquet and MEDS labels and join them.
 
-    The embeddings file must be ``.parquet`` with ``subject_id`` (integer),
+    The embeddings file must be ``.parquet`` (or ``.csv`` / ``.tsv``, typed by
+    :mod:`densefeat.io.tables` and validated the same way) with ``subject_id`` (integer),
     ``prediction_time`` (naive Datetime), one float-list embedding column (``key``, or the
     only one; read and validated by :func:`densefeat.io.open_embeddings`) and optionally
     ``split``. The labels are MEDS labels (``subject_id``, ``prediction_time``,
@@ -85,18 +86,22 @@ def load_probe_data(
 
     from ...data.meds import read_labels
     from ...io import open_embeddings
+    from ...io.tables import TEXT_TABLE_SUFFIXES, is_text_table, read_table
 
     emb_path, lab_path = Path(embeddings), Path(labels)
     if not emb_path.exists():
         raise FileNotFoundError(f"--embeddings {emb_path}: no such file")
-    if emb_path.suffix.lower() != ".parquet":
+    if emb_path.suffix.lower() not in (".parquet", *TEXT_TABLE_SUFFIXES):
         raise ValueError(
             f"--embeddings {emb_path}: probing joins labels on subject_id and prediction_time, "
-            "so it needs a .parquet file with those columns (as written by `densefeat embed`)"
+            "so it needs a .parquet (or .csv/.tsv) table with those columns (as written by "
+            "`densefeat embed`)"
         )
     src = open_embeddings(emb_path, key)  # validates the embedding column (named errors)
     used_key = src.key or ""
-    columns = pq.read_schema(emb_path).names
+    columns = (
+        read_table(emb_path).columns if is_text_table(emb_path) else pq.read_schema(emb_path).names
+    )
     for col in ("subject_id", "prediction_time"):
         if col not in columns:
             raise ValueError(
@@ -104,7 +109,7 @@ def load_probe_data(
                 f"{', '.join(columns) or 'none'})"
             )
     wanted = ["subject_id", "prediction_time", *(["split"] if "split" in columns else [])]
-    ids = pl.read_parquet(emb_path, columns=wanted)
+    ids = read_table(emb_path, columns=wanted)
     sid, ptime = ids.schema["subject_id"], ids.schema["prediction_time"]
     if not sid.is_integer():
         raise ValueError(
@@ -293,7 +298,7 @@ def probe_files(
     if too_big:
         tr = splits["train"]
         raise ValueError(
-            f"--k {' '.join(map(str, too_big))}: k-shot needs k positive and k negative train "
+            f"--shots {' '.join(map(str, too_big))}: k-shot needs k positive and k negative train "
             f"rows, but the train split has {tr['positives']} positive and {tr['negatives']} "
             f"negative rows (largest possible k: {smaller})"
         )

@@ -51,6 +51,17 @@ def alignment_table(results: Mapping[str, Any]) -> Table:
         "angles between the two subspaces (min / median / max, degrees).",
         ("method", "kind", "pair", "n", "subspace distance", "debiased CKA", "angles (°)"),
         tuple(rows),
-        empty=None if recs else "results.json has no alignment records.",
+        empty=None if recs else _why_no_alignment(results),
         text_columns=3,
     )
+
+
+def _why_no_alignment(results: Mapping[str, Any]) -> str:
+    """Why there is no alignment record: one seed (no pair to align), else just the fact."""
+    seeds = (results.get("config") or {}).get("seeds") or ()
+    if len(seeds) < 2:
+        return (
+            f"results.json has no alignment records: {len(seeds)} seed, so no pair of seeds to "
+            "align (and no multimodal run); rerun with --seeds 2 or more."
+        )
+    return "results.json has no alignment records."
