@@ -53,3 +53,12 @@ def test_train_choices_are_the_registries():
     actions = {a.dest: a for a in _parser(train)._actions}
     assert tuple(actions["method"].choices) == tuple(METHODS)
     assert tuple(actions["modality"].choices) == tuple(MODALITIES)
+
+
+def test_empty_set_value_means_none():
+    from densefeat.train.config import TrainConfig, parse_overrides
+
+    overrides = parse_overrides(["notes.subject_col=", "note_subject_col="])
+    assert overrides == {"notes.subject_col": None}  # not a column named ''
+    cfg = TrainConfig.from_dict({**parse_overrides(["text.labels="]), "modality": "text"})
+    assert cfg.to_dict()["text"]["labels"] == ""  # none named: the table's boolean columns

@@ -1,4 +1,5 @@
-"""Readers of embedding files (``.npy``, ``.parquet``, ``.pt``, ``.safetensors``) in row chunks."""
+"""Readers of embedding files (``.npy``, ``.parquet``, ``.csv``/``.tsv``, ``.pt``,
+``.safetensors``) in row chunks."""
 
 from .embeddings import (
     DEFAULT_CHUNK_BYTES,

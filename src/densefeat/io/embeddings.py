@@ -1,4 +1,5 @@
-"""Chunked readers of embedding files: ``.npy``, ``.parquet``, ``.pt`` and ``.safetensors``.
+"""Chunked readers of embedding files: ``.npy``, ``.parquet``, ``.csv``/``.tsv``, ``.pt``,
+``.safetensors``.
 
 Every reader yields float row chunks (NumPy ``float32`` or ``float64`` arrays of shape
 ``(rows, d)``, native byte order; ``float16``/``bfloat16`` are widened to ``float32``) so that
