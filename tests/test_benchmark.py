@@ -219,6 +219,10 @@ def test_changed_settings_are_recomputed_not_mixed(bench: dict[str, Any], data: 
     assert [r["method"] for r in res["table"]] == ["dense", "random", "count_features"]
     dense_curve = next(c for c in res["training_curves"] if c["method"] == "dense")
     assert dense_curve["step"][-1] == 4
+    # The monitored subspace-consistency term and its shuffled control travel with the curve.
+    for key in ("subspace_consistency", "subspace_consistency_shuffled"):
+        assert len(dense_curve[key]) == len(dense_curve["step"]), key
+        assert all(0.0 <= v <= 1.0 for v in dense_curve[key]), key
     # Same runs, other evaluation settings: the runs are reused, the evaluations redone.
     messages.clear()
     res2 = run_benchmark(data, copy, _config(**{**cfg.to_dict(), "draws": 3}), say=messages.append)

@@ -245,6 +245,7 @@ def test_monitor_records_log_the_term_and_its_shuffled_control(tmp_path):
     for mon in mons:
         for key in ("subspace_consistency", "subspace_consistency_shuffled"):
             assert 0.0 <= mon[key] <= 1.0, mon
+        assert 3 <= mon["subspace_consistency_n"] <= 48, mon
     last = mons[-1]
     assert last["subspace_consistency"] < last["subspace_consistency_shuffled"] - 0.05, last
 

@@ -11,7 +11,8 @@ Pairing (issue 11): where the modality has window pairs (EHR), the same record g
 ``dense.shrinkage``) on fixed window pairs of held-out subjects, and
 ``subspace_consistency_shuffled``, the same with the second window's rows permuted by a fixed
 seed: the control that says whether the term sees which rows pair up. Both are taken on what
-the pair methods' loss sees, the projector output (eval mode), or on the backbone without one.
+the pair methods' loss sees, the projector output (eval mode), or on the backbone without one;
+``subspace_consistency_n`` is the number of pairs (one per monitoring subject with two windows).
 
 Collapse (docs/design.md): the monitoring effective rank falls below 10% of ``d`` or below half
 its best value so far. Centring caps the rank at ``n - 1``, so a monitoring batch smaller than
@@ -67,6 +68,7 @@ def monitor_consistency(
     Returns:
         ``subspace_consistency`` (rows paired) and ``subspace_consistency_shuffled`` (``zb``'s
         rows permuted), floats; the shuffled value is the term's chance level on this batch.
+        ``subspace_consistency_n``: the number of pairs.
     """
     if isinstance(head, ProjectionHead):
         was_training = head.training
@@ -86,6 +88,7 @@ def monitor_consistency(
     return {
         "subspace_consistency": float(paired),
         "subspace_consistency_shuffled": float(shuffled),
+        "subspace_consistency_n": int(za.shape[0]),
     }
 
 
