@@ -63,7 +63,15 @@ RESULTS_VERSION = 1
 #: Seed of the shared bootstrap resamples of the held-out subjects (or note groups).
 BOOTSTRAP_SEED = 12345
 #: Sections of results.json that runs fill with records.
-SECTIONS = ("geometry", "training_curves", "probes", "robustness", "temporal", "alignment")
+SECTIONS = (
+    "geometry",
+    "training_curves",
+    "probes",
+    "robustness",
+    "temporal",
+    "alignment",
+    "external",
+)
 #: Errors a measurement may raise on data too small or degenerate for it: recorded in
 #: results.json ``errors`` (never discarding a trained run), everything else propagates.
 METRIC_ERRORS = (ValueError, ArithmeticError, RuntimeError, np.linalg.LinAlgError)
@@ -234,6 +242,8 @@ def run_benchmark(
     *,
     labels: list[Path] | None = None,
     dataset_name: str | None = None,
+    external: str | os.PathLike[str] | None = None,
+    external_labels: list[Path] | None = None,
     say: Callable[[str], None] = print,
     progress: Any = None,
     **source_options: Any,
@@ -248,6 +258,9 @@ def run_benchmark(
         labels: MEDS label files (ehr; one task each); default: the data's own or built-in
             tasks.
         dataset_name: a display name for the report.
+        external: a second site's MEDS directory (ehr): every run is also validated there
+            (:mod:`densefeat.benchmark.external`).
+        external_labels: the second site's label files (default: its own or built-in tasks).
         say: receives one-line progress messages.
         progress: an optional ``rich.progress.Progress`` to show training steps in.
         **source_options: the data source's own options (text: ``min_positives``,
@@ -270,6 +283,14 @@ def run_benchmark(
     source = open_source(bench, data, out, labels=labels, say=say, device=device, **source_options)
     adapted = adapt_to_data(source, say)
     bench = source.bench  # with the source's resolved settings (e.g. the jitter scale)
+    site = None
+    if external is not None:
+        if bench.modality != "ehr":
+            raise ValueError("--external is for EHR benchmarks (MEDS directories)")
+        from .external import ExternalSite
+
+        site = ExternalSite(external, external_labels, source, out, say)
+        source.external = site
     specs = source.prepare_specs(bench.runs())
     if not specs:
         raise ValueError("no run left to train")
@@ -284,6 +305,7 @@ def run_benchmark(
         eval_settings,
         [t.fingerprint() for t in source.tasks],
         *source.rows_fingerprint(),
+        *([] if site is None else ["external", *site.fingerprint()]),
     ]
     say(f"{source.describe()}, {len(specs)} runs")
 
@@ -295,6 +317,10 @@ def run_benchmark(
         _add(results, result)
         arrays[(name, 0)] = result.arrays
         names.append(name)
+    for _, result in getattr(source, "controls", lambda fp: [])(eval_fp_base):
+        _add(results, result)  # controls (ICU hours): reported, never a baseline candidate
+    for _, result in getattr(source, "controls", lambda fp: [])(eval_fp_base):
+        _add(results, result)  # controls (ICU hours): reported, never a baseline candidate
     results.setdefault("errors", [])
     results["alignment"] += _alignment(names, arrays, bench.k, results["errors"])
 
@@ -354,6 +380,7 @@ def run_benchmark(
         "tasks": [source.task_summary(t) for t in source.tasks],
         "tasks_skipped": source.skipped,
         **source.results_record(),
+        **({} if site is None else {"external_site": site.record()}),
         **results,
         "reference": reference,
         "comparison": comparison,

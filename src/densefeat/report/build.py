@@ -25,6 +25,7 @@ from .tables import (
     tasks_table,
     temporal_tables,
 )
+from .tables.external import external_table
 from .tables.robustness_auroc import robustness_auroc_table
 from .tables.temporal_k import temporal_k_table
 
@@ -48,6 +49,7 @@ def build_report(results: Mapping[str, Any]) -> Report:
         tasks_table(results),
         *probe_tables(results),
         *kshot_tables(results),
+        *((external_table(results),) if results.get("external") else ()),
         robustness_auroc_table(results),
         *robustness_tables(results),
         *temporal_tables(results),
