@@ -319,8 +319,6 @@ def run_benchmark(
         names.append(name)
     for _, result in getattr(source, "controls", lambda fp: [])(eval_fp_base):
         _add(results, result)  # controls (ICU hours): reported, never a baseline candidate
-    for _, result in getattr(source, "controls", lambda fp: [])(eval_fp_base):
-        _add(results, result)  # controls (ICU hours): reported, never a baseline candidate
     results.setdefault("errors", [])
     results["alignment"] += _alignment(names, arrays, bench.k, results["errors"])
 
