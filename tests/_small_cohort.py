@@ -17,10 +17,15 @@ import polars as pl
 from densefeat.data.meds import write_meds_dataset
 
 
-def small_cohort(root: Path, n_subjects: int = 60, seed: int = 0) -> Path:
-    """Write the fixture under ``root/meds`` (with ``labels/outcome.parquet``) and return it."""
+def small_cohort(root: Path, n_subjects: int = 60, seed: int = 0, new_codes: int = 0) -> Path:
+    """Write the fixture under ``root/meds`` (with ``labels/outcome.parquet``) and return it.
+
+    ``new_codes`` > 0 replaces that many of the lab codes by codes of another name (a second
+    site whose vocabulary differs)."""
     rng = np.random.default_rng(seed)
     codes = [f"LAB//{i}" for i in range(12)] + [f"DX//{i}" for i in range(6)]
+    for i in range(new_codes):
+        codes[i] = f"LAB//NEW{i}"
     rows, labels = [], []
     t0 = dt.datetime(2020, 1, 1)
     for s in range(n_subjects):
@@ -48,7 +53,15 @@ def small_cohort(root: Path, n_subjects: int = 60, seed: int = 0) -> Path:
         },
         orient="row",
     )
-    out = write_meds_dataset(root / "meds", events, dataset_name="small_cohort", seed=seed)
+    # Hourly ICU-like stays: marked as PhysioNet 2019 data, so the benchmark adds its ICU
+    # control (hours since admission) and jitters by an hour.
+    out = write_meds_dataset(
+        root / "meds",
+        events,
+        dataset_name="small_cohort",
+        etl_name="densefeat.physionet2019",
+        seed=seed,
+    )
     (out / "labels").mkdir()
     pl.DataFrame(
         labels,

@@ -91,8 +91,9 @@ def small_bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         device="cpu",
     )
     messages: list[str] = []
-    res = run_benchmark(data, root / "out", bench, say=messages.append)
-    return {"res": res, "out": root / "out", "messages": messages}
+    site_b = small_cohort(root / "site_b", seed=1, new_codes=2)
+    res = run_benchmark(data, root / "out", bench, say=messages.append, external=site_b)
+    return {"res": res, "out": root / "out", "messages": messages, "site_b": site_b}
 
 
 def test_small_cohort_runs_the_whole_benchmark(small_bench: dict[str, Any]) -> None:
@@ -152,3 +153,58 @@ def test_perturbed_auroc_cis_are_paired_with_the_clean_scores() -> None:
     assert lo < roc_auc_score(y, clean) < hi
     noisy = perturbed_cis(clean, clean + 2 * rng.normal(size=60), te, 300, seed=5)
     assert noisy["auroc_drop_ci"][1] > 0 and noisy["auroc_drop_ci"][0] < noisy["auroc_drop_ci"][1]
+
+
+def test_external_site_is_validated_for_every_run(small_bench: dict[str, Any]) -> None:
+    """--external: one record per run and task, B's unseen-code share counted by hand."""
+    from densefeat.data.meds import read_meds_dataset
+
+    res = small_bench["res"]
+    ext = res["external"]
+    probe_only = ("count_features", "hours_since_admission")
+    runs = {(p["method"], p["seed"]) for p in res["probes"] if p["method"] not in probe_only}
+    assert {(r["method"], r["seed"]) for r in ext} == runs
+    events = read_meds_dataset(small_bench["site_b"]).events().collect()
+    timed = events.filter(events["time"].is_not_null())
+    new = timed["code"].str.starts_with("LAB//NEW").sum()
+    assert res["external_site"]["unseen_code_event_share"] == pytest.approx(new / timed.height)
+    for r in ext:
+        assert "error" not in r, r.get("error")
+        assert r["n_b"] == 120 and 0 <= r["transfer_auroc"] <= 1
+        assert r["auroc_drop"] == pytest.approx(r["within_auroc"] - r["transfer_auroc"])
+        assert (
+            r["transfer_auroc_ci"] is not None
+            and r["unk_event_share"] >= r["unseen_code_event_share"] - 1e-12
+        )
+    md = (small_bench["out"] / "results.md").read_text()
+    assert "External validation on meds" in md
+
+
+def test_icu_hours_control_alone_and_added_to_every_method(small_bench: dict[str, Any]) -> None:
+    res = small_bench["res"]
+    full = [p for p in res["probes"] if p["k"] == "all"]
+    alone = [p for p in full if p["method"] == "hours_since_admission"]
+    assert len(alone) == 1 and alone[0]["embedding"] == "raw"
+    added = {p["method"] for p in full if p["embedding"] == "raw+hours_since_admission"}
+    assert added >= {"dense", "random", "supervised", "count_features"}
+    assert res["comparison"]["best_baseline"] != "hours_since_admission"
+    assert "hours_since_admission" not in res["config"]["methods"]
+
+
+def test_hours_since_admission_by_hand(tmp_path: Path) -> None:
+    import datetime as dt
+
+    import polars as pl
+
+    from densefeat.benchmark.icu import hours_since_admission
+    from densefeat.data.meds import read_meds_dataset
+
+    ds = read_meds_dataset(small_cohort(tmp_path, n_subjects=8))
+    first = ds.events().filter(pl.col("time").is_not_null()).collect()
+    t0 = first.filter(pl.col("subject_id") == 3)["time"].min()
+    rows = pl.DataFrame(
+        {"subject_id": [3, 3], "prediction_time": [t0, t0 + dt.timedelta(hours=5, minutes=30)]}
+    )
+    np.testing.assert_allclose(hours_since_admission(ds, rows)[:, 0], [0.0, 5.5])
+    with pytest.raises(ValueError, match="no timed event"):
+        hours_since_admission(ds, rows.with_columns(prediction_time=pl.lit(t0 - dt.timedelta(1))))

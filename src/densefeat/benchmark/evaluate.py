@@ -49,6 +49,9 @@ class ProbeContext:
     tasks: list[Task]
     #: task -> why its probe is cross-fitted (:mod:`densefeat.benchmark.small`).
     crossfit: dict[str, str] = field(default_factory=dict)
+    #: control name -> (n_rows, c) features added to every method's features in one more
+    #: probe (``embedding`` ``raw+<name>``; :mod:`densefeat.benchmark.icu`).
+    controls: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -204,6 +207,11 @@ def probe_tasks(
         if whitened_control:
             white, _, _ = _probe_task(name, seed, task, z, ctx, whitened=True, kshot=False)
             out.records += white
+        for control, extra in ctx.controls.items():
+            if name == control:
+                continue
+            both, _, _ = _probe_task(name, seed, task, np.hstack([z, extra]), ctx, kshot=False)
+            out.records += [{**r, "embedding": f"raw+{control}"} for r in both]
     return out
 
 

@@ -66,7 +66,15 @@ RESULTS_VERSION = 1
 #: Seed of the shared bootstrap resamples of the held-out subjects (or note groups).
 BOOTSTRAP_SEED = 12345
 #: Sections of results.json that runs fill with records.
-SECTIONS = ("geometry", "training_curves", "probes", "robustness", "temporal", "alignment")
+SECTIONS = (
+    "geometry",
+    "training_curves",
+    "probes",
+    "robustness",
+    "temporal",
+    "alignment",
+    "external",
+)
 #: Errors a measurement may raise on data too small or degenerate for it: recorded in
 #: results.json ``errors`` (never discarding a trained run), everything else propagates.
 METRIC_ERRORS = (ValueError, ArithmeticError, RuntimeError, np.linalg.LinAlgError)
@@ -143,6 +151,8 @@ def prepare(
     labels: list[Path] | None,
     say: Callable[[str], None],
     device: torch.device,
+    external: str | os.PathLike[str] | None = None,
+    external_labels: list[Path] | None = None,
     **source_options: Any,
 ) -> tuple[Source, BenchmarkConfig, list[RunSpec], list[Any], dict[str, Any]]:
     """Open the data source, fit the settings to the data and list the runs.
@@ -163,6 +173,14 @@ def prepare(
     # before the runs are listed and fingerprinted, so workers adapt alike.
     adapted = adapt_to_data(source, say)
     bench = source.bench  # with the source's resolved settings (e.g. the jitter scale)
+    site = None
+    if external is not None:
+        if bench.modality != "ehr":
+            raise ValueError("--external is for EHR benchmarks (MEDS directories)")
+        from .external import ExternalSite
+
+        site = ExternalSite(external, external_labels, source, out, say)
+        source.external = site
     specs = source.prepare_specs(bench.runs())
     if not specs:
         raise ValueError("no run left to train")
@@ -179,6 +197,9 @@ def prepare(
         eval_settings,
         [t.fingerprint() for t in source.tasks],
         *source.rows_fingerprint(),
+        # Workers of densefeat.benchmark.fanout are not given the external site: their
+        # evaluations then differ in fingerprint and the merging pass redoes them with it.
+        *([] if site is None else ["external", *site.fingerprint()]),
     ]
     return source, bench, specs, eval_fp_base, adapted
 
@@ -295,6 +316,8 @@ def run_benchmark(
     *,
     labels: list[Path] | None = None,
     dataset_name: str | None = None,
+    external: str | os.PathLike[str] | None = None,
+    external_labels: list[Path] | None = None,
     say: Callable[[str], None] = print,
     progress: Any = None,
     workers: int = 1,
@@ -310,6 +333,9 @@ def run_benchmark(
         labels: MEDS label files (ehr; one task each); default: the data's own or built-in
             tasks.
         dataset_name: a display name for the report.
+        external: a second site's MEDS directory (ehr): every run is also validated there
+            (:mod:`densefeat.benchmark.external`).
+        external_labels: the second site's label files (default: its own or built-in tasks).
         say: receives one-line progress messages.
         progress: an optional ``rich.progress.Progress`` to show training steps in.
         workers: train and evaluate the runs in this many local processes (one GPU each,
@@ -331,8 +357,10 @@ def run_benchmark(
     device = _device(bench)
     requested = bench
     source, bench, specs, eval_fp_base, adapted = prepare(
-        data, out, bench, labels=labels, say=say, device=device, **source_options
-    )
+        data, out, bench, labels=labels, say=say, device=device,
+        external=external, external_labels=external_labels, **source_options,
+    )  # fmt: skip
+    site = getattr(source, "external", None)  # the --external site, set by prepare
     say(f"{source.describe()}, {len(specs)} runs")
     # Fair tuning (densefeat.benchmark.tuning): the same seeded random search for every
     # trained method, chosen on the tuning split; the comparison's runs use the choice.
@@ -373,6 +401,8 @@ def run_benchmark(
         _add(results, result)
         arrays[(name, 0)] = result.arrays
         names.append(name)
+    for _, result in getattr(source, "controls", lambda fp: [])(eval_fp_base):
+        _add(results, result)  # controls (ICU hours): reported, never a baseline candidate
     results.setdefault("errors", [])
     results["alignment"] += _alignment(names, arrays, bench.k, results["errors"])
 
@@ -446,6 +476,7 @@ def run_benchmark(
         "tasks": [source.task_summary(t) for t in source.tasks],
         "tasks_skipped": source.skipped,
         **source.results_record(),
+        **({} if site is None else {"external_site": site.record()}),
         **results,
         "reference": reference,
         "comparison": comparison,

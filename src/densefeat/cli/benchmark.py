@@ -153,6 +153,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="time-jitter scale in days (default: 1 hour for PhysioNet 2019 data, else 1 day)",
     )
+    parser.add_argument(
+        "--external",
+        type=Path,
+        default=None,
+        metavar="SITE_B",
+        help="external validation: a second site's MEDS directory, embedded with each run's "
+        "own vocabulary and normalisation; per task the probe fitted here is tested on all of "
+        "its rows beside its own cross-fitted probe",
+    )
+    parser.add_argument(
+        "--external-labels",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="label files of --external (default: its labels/ directory, else built-in tasks)",
+    )
     add_text_arguments(parser)
     add_common(parser, seeds=3, budget=250)
     add_fanout_arguments(parser)
@@ -262,6 +278,13 @@ def run(args: argparse.Namespace) -> int:
 
         data = eunomia_meds()
     console = Console(stderr=True)
+    if args.external is not None:
+        if text:
+            raise ValueError("--external is for EHR benchmarks (MEDS directories)")
+        if not args.external.is_dir():
+            raise FileNotFoundError(f"--external {args.external}: no such MEDS directory")
+        options["external"] = args.external
+        options["external_labels"] = args.external_labels
     if args.plan is not None or args.only is not None:
         return _fan_out(args, console, data, bench, options)
     res = run_with_progress(

@@ -26,6 +26,7 @@ from .tables import (
     temporal_tables,
     tuning_table,
 )
+from .tables.external import external_table
 from .tables.robustness_auroc import robustness_auroc_table
 from .tables.temporal_k import temporal_k_table
 
@@ -50,6 +51,7 @@ def build_report(results: Mapping[str, Any]) -> Report:
         tasks_table(results),
         *probe_tables(results),
         *kshot_tables(results),
+        *((external_table(results),) if results.get("external") else ()),
         robustness_auroc_table(results),
         *robustness_tables(results),
         *temporal_tables(results),

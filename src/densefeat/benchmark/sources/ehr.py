@@ -100,6 +100,12 @@ class EHRSource:
             ev = select_eval_rows(self.tasks, bench.max_eval_times)
         self.eval_rows = ev
         self.ctx = ProbeContext(bench, ev, self.tasks)
+        from ..icu import CONTROL, hours_since_admission, is_icu
+
+        if is_icu(self.ds) and self.tasks:
+            # The ICU control (benchmark/icu.py): hours since admission, alone and added to
+            # every method's features.
+            self.ctx.controls[CONTROL] = hours_since_admission(self.ds, ev.rows)
         self.content = files_fingerprint(Path(self.data), self.ds.metadata)
         self.identity = {"benchmark_version": _version(), "dataset": self.content}
         self.held_ids = self.ds.split_ids("held_out").to_numpy()
@@ -107,6 +113,8 @@ class EHRSource:
         self._builder: HistoryBuilder | None = None
         self.supervised_labels: Path | None = None
         self.supervised_task: Task | None = None
+        #: Site B of --external (benchmark/external.py), set by the orchestrator.
+        self.external: Any = None
 
     # ---- what the orchestrator asks -----------------------------------------------------------
 
@@ -181,6 +189,10 @@ class EHRSource:
 
         d = run.cfg.encoder.d_model
         result = evaluate_embeddings(spec, run_dir, z, held, d, ctx, perturbed, self.say)
+        if self.external is not None:
+            self.say(f"{spec.key}: external validation")
+            recs = self.external.records(spec, run, z.backbone, ctx, self.device)
+            result.records["external"] = recs
         self.say(f"{spec.key}: temporal stability")
         stab = temporal_stability(
             run.net.encoder,
@@ -219,6 +231,16 @@ class EHRSource:
         fp = fingerprint(eval_fp_base, vocab)
         result, _ = probe_features(self.out, "count_features", fp, features, self.ctx)
         return [("count_features", result)]
+
+    def controls(self, eval_fp_base: list[Any]) -> list[tuple[str, RunResult]]:
+        """Probe-only controls that are not baselines (never the "best baseline"): the ICU
+        hours since admission alone."""
+        out = []
+        for name, z in self.ctx.controls.items():
+            fp = fingerprint(eval_fp_base, name, "control")
+            result, _ = probe_features(self.out, name, fp, lambda z=z: z, self.ctx)
+            out.append((name, result))
+        return out
 
     def shared_builder(self) -> HistoryBuilder:
         """The builder every run of this benchmark fits (training split, same settings)."""

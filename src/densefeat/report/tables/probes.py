@@ -144,6 +144,7 @@ def _probe_table(results: Mapping[str, Any], metric: str) -> Table:
             )
         foot += _crossfit_rows(probes, tasks, metric)
     weighted = any(_weighted(results, t) for t in tasks)
+    icu = any(e.startswith("raw+") for e in embeddings)
     crossfit = sorted({p["task"] for p in probes if p.get("protocol") == "crossfit"})
     return Table(
         "probes" if metric == "auroc" else f"probes-{metric}",
@@ -157,6 +158,14 @@ def _probe_table(results: Mapping[str, Any], metric: str) -> Table:
             " Every held-out positive is evaluated; sampled negatives are weighted by the "
             "inverse of their sampling rate, so the numbers stand for all held-out labels."
             if weighted
+            else ""
+        )
+        + (
+            " ICU control: hours_since_admission is a probe on the hours since admission "
+            "alone (when a prediction is made already says something about the label); "
+            "raw+hours_since_admission is each method's embedding with that column added, so "
+            "what an embedding adds beyond it is the difference to the control's row."
+            if icu
             else ""
         )
         + (
