@@ -9,8 +9,9 @@ what its own rows need; the embeddings are put back in the given order afterward
 Batch size by memory: a batch is also capped at ``max_positions`` token positions
 (``rows * (1 + longest history)``): attention holds ``heads * N^2`` scores per row, so at a
 fixed row count a batch of long histories is far larger than one of short ones. On CPU small
-batches also stay in cache (8192 positions, about 4 MiB of float32 activations at
-``d_model`` 128, was the fastest of 2048..65536 on the default dataset).
+batches also stay in cache: 8192 positions (about 4 MiB of float32 activations at
+``d_model`` 128) and 16384 tied as the fastest of 2048..65536 on the default dataset at
+``max_len`` 256, one thread (``benchmarks/embed.py --sweep``; 65536 was 25% slower).
 
 Inference only: each row's embedding depends on its own events alone (padding is masked), so
 the grouping changes nothing but float rounding (~1e-7). Training batches stay random.
