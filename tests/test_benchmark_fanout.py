@@ -66,6 +66,7 @@ def _config() -> BenchmarkConfig:
         perturbations=(("event_dropout", 0.3),),
         tasks=("peptic_ulcer",),
         scale="smoke",
+        trials=1,  # tuned runs are trained in the merging process (run_benchmark), not fanned out
     )
 
 

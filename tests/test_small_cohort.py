@@ -89,6 +89,7 @@ def small_bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         draws=2,
         bootstrap=50,
         device="cpu",
+        trials=2,  # tuning runs on a small cohort too (2 trials keep the test short)
     )
     messages: list[str] = []
     site_b = small_cohort(root / "site_b", seed=1, new_codes=2)
