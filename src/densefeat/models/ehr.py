@@ -574,7 +574,26 @@ class EHREncoder(nn.Module):
         self._check(batch)
         self._check_cutoffs(batch, cutoffs, event_time)
         batch, event_time = self._trim(batch, event_time)
-        states = self._states(batch)
+        return self._readout_at(batch, self._states(batch), cutoffs, event_time)
+
+    def states_and_cutoffs(self, batch: EventBatch, cutoffs: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`event_states` and :meth:`forward_at` from ONE pass (the hybrid's inputs).
+
+        Returns:
+            per-event states (B, L, d_model) and embeddings at the cut-offs (B, K, d_model).
+        """
+        self._check(batch)
+        self._check_cutoffs(batch, cutoffs, None)
+        trimmed, _ = self._trim(batch, None)
+        states = self._states(trimmed)
+        z = self._readout_at(trimmed, states, cutoffs, None)
+        events = F.pad(states[:, 1:], (0, 0, batch.seq_len - trimmed.seq_len, 0))
+        return events, z
+
+    def _readout_at(
+        self, batch: EventBatch, states: Tensor, cutoffs: Tensor, event_time: Tensor | None
+    ) -> Tensor:
+        """(B, K, d): the readout of ``states`` (of ``batch``) at each cut-off."""
         index, gap, count = self._cutoff_index(batch, cutoffs, event_time)
         d = states.shape[-1]
         h = states.gather(1, index.unsqueeze(-1).expand(-1, -1, d))  # (B, K, d)
