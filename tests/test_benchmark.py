@@ -126,10 +126,18 @@ def test_every_file_and_table_entry_exists_and_is_finite(bench: dict[str, Any]) 
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["table"] == res["table"]
     rows = [r["method"] for r in res["table"]]
-    assert rows == ["dense", "vicreg", "supervised", "random", "dense-no_sub", "count_features"]
+    assert rows == [
+        "dense",
+        "vicreg",
+        "supervised",
+        "random",
+        "dense-no_sub",
+        "count_features",
+        "counts_only",
+    ]
     for row in res["table"]:
         assert _finite(row["probe_auroc"]) and 0 <= row["probe_auroc"] <= 1, row
-        if row["method"] == "count_features":
+        if row["method"] in ("count_features", "counts_only"):
             continue
         assert row["n_seeds"] == 2
         for key in (
@@ -154,7 +162,7 @@ def test_every_file_and_table_entry_exists_and_is_finite(bench: dict[str, Any]) 
     kinds = {(p["embedding"], p["k"]) for p in res["probes"] if p["method"] == "dense"}
     assert kinds == {("raw", "all"), ("whitened", "all"), ("raw", 2), ("raw", 8)}
     cmp = res["comparison"]
-    assert cmp["best_baseline"] in ("vicreg", "supervised", "count_features")
+    assert cmp["best_baseline"] in ("vicreg", "supervised", "count_features", "counts_only")
     assert cmp["difference"] == pytest.approx(cmp["dense"] - cmp["best_baseline_value"])
     lo, hi = cmp["difference_ci"]
     assert lo <= hi and _finite(lo) and _finite(hi)
@@ -216,7 +224,12 @@ def test_changed_settings_are_recomputed_not_mixed(bench: dict[str, Any], data: 
     res = run_benchmark(data, copy, cfg, say=messages.append)
     # Another budget: trained again (the learning-rate schedule depends on it), not reused.
     assert "dense/seed0: trained; evaluating" in "\n".join(messages)
-    assert [r["method"] for r in res["table"]] == ["dense", "random", "count_features"]
+    assert [r["method"] for r in res["table"]] == [
+        "dense",
+        "random",
+        "count_features",
+        "counts_only",
+    ]
     dense_curve = next(c for c in res["training_curves"] if c["method"] == "dense")
     assert dense_curve["step"][-1] == 4
     # The monitored subspace-consistency term and its shuffled control travel with the curve.

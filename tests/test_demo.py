@@ -32,7 +32,12 @@ def test_demo_runs_the_smoke_benchmark_and_says_so(cache, capsys):
     res = json.loads((out / "results.json").read_text())
     assert res["scale"] == "smoke"
     assert [t["name"] for t in res["tasks"]] == sorted(SMOKE_TASKS)
-    assert [r["method"] for r in res["table"]] == ["dense", "random", "count_features"]
+    assert [r["method"] for r in res["table"]] == [
+        "dense",
+        "random",
+        "count_features",
+        "counts_only",
+    ]
     assert res["config"]["train"]["data"]["max_len"] == 32  # the smoke setting, kept under --set
     assert "Smoke scale" in (out / "results.md").read_text()
     captured = capsys.readouterr()

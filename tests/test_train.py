@@ -135,7 +135,16 @@ def test_random_writes_untrained_checkpoint(meds, tmp_path):
 
 
 def test_registry_and_overrides():
-    assert set(METHODS) == {"dense", "simclr", "vicreg", "barlow", "masked", "supervised", "random"}
+    assert set(METHODS) == {
+        "dense",
+        "simclr",
+        "vicreg",
+        "barlow",
+        "masked",
+        "masked+dense",
+        "supervised",
+        "random",
+    }
     assert METHODS["supervised"].needs_labels and not METHODS["random"].trains
     with pytest.raises(ValueError, match="nope"):
         get_method("nope")

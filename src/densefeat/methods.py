@@ -13,7 +13,10 @@ method         inputs      head and loss
 ``barlow``     pairs       projector; :class:`~densefeat.losses.BarlowTwinsLoss` (lambda 5e-3)
 ``masked``     pairs       next-event code prediction on the causal per-event states (EHR),
                            masked-token prediction (small text encoder); cross-entropy
-                           (the generative family; CLMBR- / BERT-style)
+                           (the generative family; CLMBR- / BERT-style); next-hour
+                           prediction with hour tokens (BCE of what is measured + MSE)
+``masked+      pairs       ``masked`` + ``hybrid.w_dense`` x ``dense`` on the window pairs, one
+dense``                    pass (EHR only; beyond the paper, its own row in reports)
 ``supervised`` labels      :class:`~densefeat.models.heads.LinearClassifier`, BCE on labels
 ``random``     none        no training: the untrained encoder
 =============  ==========  ===================================================================
@@ -114,6 +117,12 @@ def _code_head(cfg: Any, d_model: int, vocab_size: int, n_outputs: int = 1) -> n
     return nn.Linear(d_model, vocab_size)
 
 
+def _hybrid_head(cfg: Any, d_model: int, vocab_size: int, n_outputs: int = 1) -> nn.Module:
+    return nn.ModuleDict(
+        {"events": _code_head(cfg, d_model, vocab_size), "projector": _projector(cfg, d_model, 0)}
+    )
+
+
 def _classifier(cfg: Any, d_model: int, vocab_size: int, n_outputs: int = 1) -> nn.Module:
     return LinearClassifier(d_model, n_outputs)
 
@@ -206,6 +215,22 @@ def _next_event_outputs(states: Tensor, head: nn.Module | None, batch: Any) -> d
             "bin_values": batch.bin_values[:, 1:][keep],
         }
     return {"logits": out, "target": batch.codes[:, 1:][keep]}
+
+
+def _forward_hybrid(encoder: nn.Module, head: nn.Module | None, inputs: dict[str, Any]) -> dict:
+    """Next-event prediction on the history at ``t1`` and the projected pair ``(t, t1)``, from
+    one causal pass (:meth:`~densefeat.models.ehr.EHREncoder.states_and_cutoffs`)."""
+    if "cutoffs" not in inputs or not hasattr(encoder, "states_and_cutoffs"):
+        raise ValueError(
+            "method 'masked+dense' is defined for EHR histories (window pairs of the EHR "
+            "encoder); use masked or dense for text and multimodal runs"
+        )
+    batch = inputs["batch"]
+    states, z = encoder.states_and_cutoffs(batch, inputs["cutoffs"])
+    out = _next_event_outputs(states, head["events"], batch)  # type: ignore[index]
+    b = z.shape[0]
+    p = head["projector"](z.flatten(0, 1)).view(b, 2, -1)  # type: ignore[index]
+    return {**out, "za": p[:, 0], "zb": p[:, 1]}
 
 
 def _forward_labels(encoder: nn.Module, head: nn.Module | None, inputs: dict[str, Any]) -> dict:
@@ -334,6 +359,26 @@ def _masked_loss(cfg: Any) -> LossFn:
     return loss_fn
 
 
+def _hybrid_loss(cfg: Any) -> LossFn:
+    """``masked + w_dense * dense`` with every term logged under its part's name.
+
+    Terms: ``masked`` and ``dense`` (the two losses, so ``loss == masked + w_dense * dense``
+    exactly), and each part's own terms prefixed (``masked.accuracy``, ``dense.spectral``, ...).
+    """
+    masked_fn, dense_fn = _masked_loss(cfg), _dense_loss(cfg)
+    w = float(cfg.hybrid.w_dense)
+
+    def loss_fn(out: dict[str, Tensor], inputs: dict[str, Any]) -> tuple[Tensor, dict]:
+        lm, tm = masked_fn(out, inputs)
+        ld, td = dense_fn(out, inputs)
+        terms = {"masked": lm.detach(), "dense": ld.detach()}
+        terms.update({f"masked.{k}": v for k, v in tm.items()})
+        terms.update({f"dense.{k}": v for k, v in td.items()})
+        return lm + w * ld, terms
+
+    return loss_fn
+
+
 def _supervised_loss(cfg: Any) -> LossFn:
     def loss_fn(out: dict[str, Tensor], inputs: dict[str, Any]) -> tuple[Tensor, dict]:
         # Mean over rows (and labels): per-rank means averaged by DDP equal the global mean
@@ -369,6 +414,17 @@ METHODS: dict[str, Method] = {
         _masked_loss,
         False,
         "next-event code / masked-token prediction (cross-entropy; generative family)",
+    ),
+    # Beyond the paper (which uses no reconstruction): reported as its own row, never as dense.
+    "masked+dense": Method(
+        "masked+dense",
+        "pairs",
+        False,
+        _hybrid_head,
+        _forward_hybrid,
+        _hybrid_loss,
+        False,
+        "next-event prediction + w_dense * dense objective on the window pairs (EHR only)",
     ),
     "supervised": Method(
         "supervised",

@@ -106,7 +106,8 @@ COMMON_SPACE: dict[str, Param] = {
     "optim.weight_decay": Param(1e-4, 0.3),
 }
 
-#: Each method's own settings (defaults in brackets): the dense term weights [1, 1, 1];
+#: Each method's own settings (defaults in brackets): the dense term weights [1, 1, 1] and
+#: the subspace term's shrinkage [3];
 #: SimCLR's temperature [0.1]; VICReg's invariance / variance / covariance weights [25, 25, 1];
 #: Barlow Twins' off-diagonal weight [5e-3]; the masking rate of masked-token prediction
 #: [0.15, text only]. The ranges span the published defaults by about 10x either way.
@@ -115,6 +116,9 @@ METHOD_SPACES: dict[str, dict[str, Param]] = {
         "dense.w_spec": Param(0.1, 10.0),
         "dense.w_orth": Param(0.1, 10.0),
         "dense.w_sub": Param(0.1, 10.0),
+        # the subspace term's shrinkage g (default 3; docs/design.md §4.3): more shrinkage
+        # keeps more of the pairing contrast at small n, less is closer to whitening
+        "dense.shrinkage": Param(0.3, 30.0),
     },
     "simclr": {"simclr.temperature": Param(0.03, 1.0)},
     "vicreg": {

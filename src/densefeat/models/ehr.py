@@ -626,12 +626,34 @@ class EHREncoder(nn.Module):
         index, gap, count = self._cutoff_index(batch, cutoffs, event_time)
         if self.training or not self.fast_readout:
             states = self._states(batch)
-            d = states.shape[-1]
-            h = states.gather(1, index.unsqueeze(-1).expand(-1, -1, d))  # (B, K, d)
+            h = states.gather(1, index.unsqueeze(-1).expand(-1, -1, states.shape[-1]))
         else:
             # Eval: the last block at the K read-out tokens only (exact; ~40% less work at 2
             # layers). Training keeps the full pass so its dropout draws stay as they were.
             h = self._states(batch, at=index)
+        return self._readout(batch, h, cutoffs, gap, count)
+
+    def states_and_cutoffs(self, batch: EventBatch, cutoffs: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`event_states` and :meth:`forward_at` from ONE pass (the hybrid's inputs).
+
+        Returns:
+            per-event states (B, L, d_model) and embeddings at the cut-offs (B, K, d_model).
+        """
+        self._check(batch)
+        self._check_cutoffs(batch, cutoffs, None)
+        trimmed, _ = self._trim(batch, None)
+        states = self._states(trimmed)
+        index, gap, count = self._cutoff_index(trimmed, cutoffs, None)
+        h = states.gather(1, index.unsqueeze(-1).expand(-1, -1, states.shape[-1]))
+        z = self._readout(trimmed, h, cutoffs, gap, count)
+        events = F.pad(states[:, 1:], (0, 0, batch.seq_len - trimmed.seq_len, 0))
+        return events, z
+
+    def _readout(
+        self, batch: EventBatch, h: Tensor, cutoffs: Tensor, gap: Tensor, count: Tensor
+    ) -> Tensor:
+        """(B, K, d): the readout of the states ``h`` (B, K, d) read at each cut-off, with
+        the static context at that cut-off (age, time since the last event)."""
         known = batch.age_known.unsqueeze(1).to(torch.float32)  # (B, 1)
         age_pred = batch.static[:, -_N_STATIC_EXTRA].to(torch.float64).unsqueeze(1)
         back = (batch.prediction_time.unsqueeze(1) - cutoffs).to(torch.float64) / _US_PER_YEAR

@@ -97,7 +97,7 @@ def task_names(results: Mapping[str, Any], probes: Iterable[Mapping[str, Any]]) 
 
 #: Baselines that only fit a probe (no encoder is trained, so there are no seeds to repeat):
 #: log code counts, TF-IDF of the notes, and a frozen pretrained sentence encoder.
-PROBE_ONLY = ("count_features", "tfidf", "minilm_frozen")
+PROBE_ONLY = ("count_features", "counts_only", "tfidf", "minilm_frozen")
 
 
 def probe_only(results: Mapping[str, Any], method: str) -> bool:

@@ -19,6 +19,7 @@ section       settings
 ``vicreg``    ``sim``, ``std``, ``cov``
 ``barlow``    ``lambd`` (the off-diagonal weight lambda of Barlow Twins)
 ``masked``    ``mask_p`` (masked-token prediction on text)
+``hybrid``    ``w_dense`` (``masked+dense``: masked + w_dense * dense)
 ``log``       ``log_every``, ``monitor_every``, ``monitor_size``, ``checkpoint_every``,
               ``progress``
 ``text``      the text modality: encoder choice, chunking, views, label columns, split seed
@@ -60,6 +61,7 @@ from .sections import (
     DataConfig,
     DenseConfig,
     EncoderSection,
+    HybridConfig,
     LogConfig,
     MaskedConfig,
     MultimodalConfig,
@@ -147,8 +149,8 @@ class TrainConfig:
         batch_size: GLOBAL rows per step (window pairs, or labelled rows); split over ranks.
         amp: bf16 autocast on CUDA (ignored on CPU).
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
-        optim, data, encoder, projector, dense, simclr, vicreg, barlow, masked, log, text, notes,
-            multimodal: the sections (module docstring).
+        optim, data, encoder, projector, dense, simclr, vicreg, barlow, masked, hybrid, log, text,
+            notes, multimodal: the sections (module docstring).
     """
 
     modality: str = "ehr"
@@ -168,6 +170,7 @@ class TrainConfig:
     vicreg: VICRegConfig = field(default_factory=VICRegConfig)
     barlow: BarlowConfig = field(default_factory=BarlowConfig)
     masked: MaskedConfig = field(default_factory=MaskedConfig)
+    hybrid: HybridConfig = field(default_factory=HybridConfig)
     log: LogConfig = field(default_factory=LogConfig)
     text: TextConfig = field(default_factory=TextConfig)
     notes: NotesConfig = field(default_factory=NotesConfig)

@@ -234,6 +234,21 @@ class MaskedConfig:
 
 
 @dataclass
+class HybridConfig:
+    """The ``masked+dense`` hybrid: ``loss = masked + w_dense * dense`` (EHR only).
+
+    Next-event (next-hour with hour tokens) prediction on the history at ``t1`` plus the dense
+    objective (weights from the ``dense`` section) on the window pair ``(t, t1)``, from ONE
+    encoder pass; ``w_dense = 0`` is ``masked`` alone (with an untrained projector).
+    """
+
+    w_dense: float = 1.0
+
+    def validate(self) -> None:
+        check_min("hybrid.w_dense", self.w_dense, 0.0)
+
+
+@dataclass
 class LogConfig:
     """Logging, monitoring and checkpoints.
 
@@ -375,6 +390,7 @@ SECTIONS: dict[str, type] = {
     "vicreg": VICRegConfig,
     "barlow": BarlowConfig,
     "masked": MaskedConfig,
+    "hybrid": HybridConfig,
     "log": LogConfig,
     "text": TextConfig,
     "notes": NotesConfig,

@@ -9,8 +9,9 @@
   training curve; probes (full data, k-shot, whitened control); robustness (event dropout,
   time jitter, code noise on the held-out rows; the probe fitted on clean rows); temporal
   stability of held-out subjects with its floor and chance level.
-* **Probe-only baseline**: ``count_features``, log code counts up to the prediction time
-  (vocabulary from the training split), with the same probe.
+* **Probe-only baselines**: ``count_features``, log code counts + static values + each numeric
+  code's last value up to the prediction time with a seen-flag, and ``counts_only``, log code
+  counts alone (vocabulary and normalisation from the training split), with the same probe.
 
 Every run is evaluated on the dataset encoded with its own history builder (vocabulary,
 numeric statistics, ``max_len``); runs of one benchmark normally share one, encoded once.
@@ -207,30 +208,49 @@ class EHRSource:
         return result
 
     def baselines(self, eval_fp_base: list[Any]) -> list[tuple[str, RunResult]]:
-        """``count_features``: log code counts up to the prediction time + the same probe."""
+        """Probe-only count baselines, with the same probe.
+
+        ``count_features``: log code counts + static values (age, sex, unit, admission offset)
+        + each numeric code's last value up to the prediction time with a seen-flag
+        (:func:`~densefeat.data.ehr.count_features.count_last_features`); ``counts_only``: log
+        code counts alone (the baseline before issue 11). Vocabulary and normalisation from the
+        training split.
+        """
         if not self.tasks:
             return []
-        self.say("count features baseline")
-        from ...data.ehr.count_features import code_count_features
+        self.say("count features baselines")
+        from ...data.ehr.count_features import code_count_features, count_last_features
 
-        vocabulary = self.shared_builder().vocabulary
+        builder = self.shared_builder()
+        vocabulary = builder.vocabulary
         parents = set(vocabulary.parent_codes_)  # back-off targets, never an event's own code
         vocab = [
             c
             for c in vocabulary.code_table()["code"].to_list()
             if not c.startswith("MEDS_") and c not in parents
         ]
+        cut = self.eval_rows.rows.select("subject_id", pl.col("prediction_time").alias("cutoff"))
 
-        def features() -> np.ndarray:
-            events = self.ds.events().select("subject_id", "time", "code")
-            cut = self.eval_rows.rows.select(
-                "subject_id", pl.col("prediction_time").alias("cutoff")
+        def counts() -> np.ndarray:
+            return code_count_features(
+                self.ds.events().select("subject_id", "time", "code"), cut, vocab
             )
-            return code_count_features(events, cut, vocab)
 
+        def counts_last() -> np.ndarray:
+            if builder.normalizer is None:  # pragma: no cover - fit always makes one
+                return counts()
+            events = self.ds.events().select("subject_id", "time", "code", "numeric_value")
+            return count_last_features(events, cut, vocabulary, builder.normalizer, vocab)[0]
+
+        out = []
+        norm = None if builder.normalizer is None else builder.normalizer.to_dict()
+        fp = fingerprint(eval_fp_base, vocab, vocabulary.to_dict(), norm, "count_last/1")
+        result, _ = probe_features(self.out, "count_features", fp, counts_last, self.ctx)
+        out.append(("count_features", result))
         fp = fingerprint(eval_fp_base, vocab)
-        result, _ = probe_features(self.out, "count_features", fp, features, self.ctx)
-        return [("count_features", result)]
+        result, _ = probe_features(self.out, "counts_only", fp, counts, self.ctx)
+        out.append(("counts_only", result))
+        return out
 
     def controls(self, eval_fp_base: list[Any]) -> list[tuple[str, RunResult]]:
         """Probe-only controls that are not baselines (never the "best baseline"): the ICU

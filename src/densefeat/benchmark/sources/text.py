@@ -270,8 +270,8 @@ class TextSource:
         return [self.rows.fingerprint()]
 
     def prepare_specs(self, specs: list[RunSpec]) -> list[RunSpec]:
-        """Drop ``masked`` under the pretrained encoder; ``supervised`` trains one logit per
-        task (``text.labels``)."""
+        """Drop ``masked`` under the pretrained encoder and ``masked+dense`` (EHR only);
+        ``supervised`` trains one logit per task (``text.labels``)."""
 
         def drop(method: str, reason: str, specs: list[RunSpec]) -> list[RunSpec]:
             if any(s.method == method for s in specs):
@@ -281,6 +281,7 @@ class TextSource:
 
         if self.cfg0.text.encoder != "small":
             specs = drop("masked", "masked-token prediction needs the small encoder", specs)
+        specs = drop("masked+dense", "the hybrid is defined for EHR window pairs only", specs)
         if any(s.method == "supervised" for s in specs):
             names = [t.name for t in self.tasks]
             wanted = self.bench.supervised_task

@@ -98,24 +98,28 @@ class Vocabulary:
             self.
         """
         lazy = lazy_events(events)
-        has_value = pl.col("numeric_value").is_not_null() & pl.col("numeric_value").is_finite()
-        if "numeric_value" not in lazy.collect_schema().names():
-            has_value = pl.lit(False)
         stats = (
             lazy.group_by(static=pl.col("time").is_null(), code=pl.col("code"))
-            .agg(
-                n_subjects=pl.col("subject_id").n_unique(),
-                n_events=pl.len(),
-                n_value_subjects=pl.col("subject_id").filter(has_value).n_unique(),
-            )
+            .agg(n_subjects=pl.col("subject_id").n_unique(), n_events=pl.len())
             .collect()
         )
+        # Static codes with numeric values (a small query: static events only).
+        if "numeric_value" in lazy.collect_schema().names():
+            value = pl.col("numeric_value")
+            with_values = (
+                lazy.filter(pl.col("time").is_null() & value.is_not_null() & value.is_finite())
+                .group_by("code")
+                .agg(n_value_subjects=pl.col("subject_id").n_unique())
+                .filter(pl.col("n_value_subjects") >= self.min_subjects)
+                .collect()
+            )
+        else:
+            with_values = pl.DataFrame({"code": pl.Series([], dtype=pl.Utf8)})
         timed = _rank_codes(stats.filter(~pl.col("static")), self.min_subjects, self.min_count)
         if self.max_size is not None:
             timed = timed[: self.max_size]
         static_stats = stats.filter(pl.col("static"))
         static = _rank_codes(static_stats, self.min_subjects, self.min_count)
-        with_values = static_stats.filter(pl.col("n_value_subjects") >= self.min_subjects)
         if self.parents:
             # Parents after every observed code: adding them never renumbers a real code.
             known = set(timed)

@@ -56,7 +56,10 @@ class Network(nn.Module):
 
     @property
     def projector(self) -> ProjectionHead | None:
-        """The projector of a pair method (None for the other heads)."""
+        """The projector of a pair method (None for the other heads); the hybrid's head is a
+        ModuleDict whose ``"projector"`` is one."""
+        if isinstance(self.head, nn.ModuleDict) and "projector" in self.head:
+            return self.head["projector"]  # type: ignore[return-value]
         return self.head if isinstance(self.head, ProjectionHead) else None
 
 

@@ -1,0 +1,111 @@
+"""The ``masked+dense`` hybrid: one pass, and a loss that is exactly the sum of its named terms."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+import torch.nn.functional as F
+
+from _helpers import events_frame
+from densefeat.data.ehr import HistoryBuilder
+from densefeat.losses import DenseFeatureLoss
+from densefeat.methods import METHODS, get_method
+from densefeat.models.ehr import EHREncoder, EHREncoderConfig
+from densefeat.train import TrainConfig, train
+
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.filterwarnings("ignore:.*representation collapse:RuntimeWarning"),
+]
+T0 = dt.datetime(2020, 1, 1)
+H = 3_600_000_000
+
+
+def _events(n: int = 40) -> pl.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for s in range(1, n + 1):
+        rows.append((s, None, "GENDER/F" if s % 2 else "GENDER/M", None))
+        rows.append((s, T0 - dt.timedelta(days=365 * 60), "MEDS_BIRTH", None))
+        for m in np.sort(rng.integers(0, 60 * 48, size=80)):
+            code = ("VITAL//HR", "VITAL//MAP", "LAB//Lactate")[int(rng.integers(0, 3))]
+            rows.append((s, T0 + dt.timedelta(minutes=int(m)), code, float(rng.normal(80, 10))))
+    return events_frame(rows)
+
+
+def _cfg(**over) -> TrainConfig:
+    base = {"method": "masked+dense", "d_model": 16, "n_heads": 2, "n_layers": 1,
+            "proj_hidden": 32, "proj_dim": 16, "dropout": 0.0}  # fmt: skip
+    return TrainConfig.from_dict({**base, **over})
+
+
+@pytest.mark.parametrize("tokens", ["events", "hours"])
+def test_hybrid_loss_is_the_sum_of_its_named_terms(tokens):
+    events = _events()
+    builder = HistoryBuilder.fit(events, split=None, max_len=32, min_subjects=1, tokens=tokens)
+    store = builder.encode(events)
+    cfg = _cfg(hybrid={"w_dense": 0.7})
+    method = get_method("masked+dense")
+    torch.manual_seed(0)
+    enc = EHREncoder(
+        EHREncoderConfig.from_builder(builder, d_model=16, n_heads=2, n_layers=1, dropout=0.0)
+    )
+    n_out = 2 * enc.config.n_variables if tokens == "hours" else enc.config.vocab_size
+    head = method.build_head(cfg, 16, n_out)
+    t1 = np.full(store.n_subjects, np.datetime64(T0 + dt.timedelta(hours=40), "us")).astype(
+        np.int64
+    )
+    cutoffs = torch.from_numpy(np.stack([t1 - 12 * H, t1], axis=1))
+    inputs = {"batch": store.gather(store.subject_ids, t1), "cutoffs": cutoffs}
+    out = method.forward(enc, head, inputs)
+    loss, terms = method.build_loss(cfg)(out, inputs)
+    torch.testing.assert_close(loss.detach(), terms["masked"] + 0.7 * terms["dense"])
+    assert any(k.startswith("dense.") for k in terms)
+    assert any(k.startswith("masked.") for k in terms)
+    # Each part equals its own method computed independently on the same encoder.
+    za, zb = out["za"], out["zb"]
+    dense = DenseFeatureLoss(cfg.dense.w_spec, cfg.dense.w_orth, cfg.dense.w_sub,
+                             top_k=cfg.dense.top_k)(za.float(), zb.float())  # fmt: skip
+    dense = dense[0] if isinstance(dense, tuple) else dense
+    torch.testing.assert_close(terms["dense"], dense.detach())
+    masked_out = get_method("masked").forward(enc, head["events"], inputs)
+    masked, _ = get_method("masked").build_loss(cfg)(masked_out, inputs)
+    torch.testing.assert_close(terms["masked"], masked.detach())
+    if tokens == "events":
+        ce = F.cross_entropy(masked_out["logits"], masked_out["target"])
+        torch.testing.assert_close(terms["masked"], ce.detach())
+    # One pass gives what the two separate calls give.
+    states, z = enc.states_and_cutoffs(inputs["batch"], cutoffs)
+    torch.testing.assert_close(states, enc.event_states(inputs["batch"]))
+    torch.testing.assert_close(z, enc.forward_at(inputs["batch"], cutoffs))
+    loss.backward()
+    assert enc.time_encoding.proj.weight.grad is not None
+
+
+def test_hybrid_refuses_non_ehr_inputs():
+    method = get_method("masked+dense")
+    with pytest.raises(ValueError, match="EHR"):
+        method.forward(torch.nn.Identity(), None, {"texts": ["a", "b"]})
+    assert "masked+dense" in METHODS
+
+
+def test_hybrid_trains_and_logs_its_terms(tmp_path):
+    root = tmp_path / "meds"
+    from densefeat.data.meds import write_meds_dataset
+
+    ids = list(range(1, 41))
+    splits = pl.DataFrame({"subject_id": ids, "split": ["train"] * 32 + ["held_out"] * 8})
+    data = write_meds_dataset(root, _events(), dataset_name="h", splits=splits)
+    cfg = _cfg(max_steps=2, batch_size=16, window_days=0.5, max_len=32, min_code_subjects=1,
+               progress=False, monitor_every=0, device="cpu")  # fmt: skip
+    out = train(cfg, data, tmp_path / "run")
+    stats = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").open()]
+    terms = stats[-1]["terms"]
+    assert {"masked", "dense", "masked.accuracy"} <= set(terms)
+    assert stats[-1]["loss"] == pytest.approx(terms["masked"] + terms["dense"], rel=1e-5)
+    assert (out / "model.safetensors").is_file()
