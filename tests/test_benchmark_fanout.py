@@ -47,6 +47,10 @@ TRAIN = {
     "monitor_size": 128,
     "checkpoint_every": 1,
 }
+# One thread in this process too: the workers get torch threads // workers = 1 each, and on
+# CPU a run's float results depend on its thread count.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 #: Fields that measure time, not results.
 TIMING = ("created", "seconds", "run_seconds")
 
@@ -74,6 +78,7 @@ def _results(out: Path) -> dict[str, Any]:
     """results.json without its timing fields, the output directory's path written as OUT
     (task label files are named by where the benchmark wrote them)."""
     res = json.loads((out / "results.json").read_text().replace(str(out), "OUT"))
+    res["machine"].pop("load_average", None)  # the machine's load, not a result
     return {k: v for k, v in res.items() if k not in TIMING}
 
 
@@ -84,7 +89,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sequential(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def sequential(data: Path, tmp_path_factory: pytest.TempPathFactory, one_torch_thread) -> Path:
     out = tmp_path_factory.mktemp("sequential")
     run_benchmark(data, out, _config(), say=lambda _: None)
     return out
