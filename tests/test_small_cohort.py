@@ -162,7 +162,7 @@ def test_external_site_is_validated_for_every_run(small_bench: dict[str, Any]) -
 
     res = small_bench["res"]
     ext = res["external"]
-    probe_only = ("count_features", "hours_since_admission")
+    probe_only = ("count_features", "counts_only", "hours_since_admission")
     runs = {(p["method"], p["seed"]) for p in res["probes"] if p["method"] not in probe_only}
     assert {(r["method"], r["seed"]) for r in ext} == runs
     events = read_meds_dataset(small_bench["site_b"]).events().collect()

@@ -68,14 +68,24 @@ def macro_auroc(probes: list[dict]) -> dict[tuple[str, int], float]:
     }
 
 
+def _tuning_score(probe: Mapping[str, Any]) -> float | None:
+    if probe.get("val_auroc") is not None:
+        return probe["val_auroc"]
+    folds = [v for v in probe.get("val_auroc_per_fold") or () if v is not None]
+    return float(np.mean(folds)) if folds else None
+
+
 def macro_tuning_auroc(probes: list[dict]) -> dict[tuple[str, int], float]:
     """(method, seed) -> mean over tasks of the tuning-split AUROC (``val_auroc``) of the
     full-data probes on raw embeddings; what the best baseline is chosen by (never held-out
-    rows). A (method, seed) with a task lacking ``val_auroc`` is left out."""
+    rows). A cross-fitted probe (small cohorts) has no tuning split: its score is the mean of
+    its folds' tuning-fold AUROCs (``val_auroc_per_fold``, each fold's C chosen there), rows
+    that other folds also score as test rows, the same small optimism for every method. A
+    (method, seed) with a task lacking both is left out."""
     full = [p for p in probes if p["k"] == "all" and p["embedding"] == "raw"]
     out = {}
     for key, rs in _by(full, "method", "seed").items():
-        vals = [p.get("val_auroc") for p in rs]
+        vals = [_tuning_score(p) for p in rs]
         if all(v is not None for v in vals):
             out[key] = float(np.mean(vals))
     return out

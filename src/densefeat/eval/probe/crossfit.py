@@ -200,6 +200,11 @@ def crossfit_probe(
         **fields,
         "C": float(np.median([p.C_ for p in cf.probes])),
         "val_auroc": None,
+        # Each fold's C was chosen on its tuning fold (fold f + 1): those AUROCs are what a
+        # best-baseline choice can use instead of val_auroc (densefeat.benchmark.summary).
+        "val_auroc_per_fold": [
+            None if p.val_auroc_ is None else float(p.val_auroc_) for p in cf.probes
+        ],
         "converged": all(bool(p.converged_) for p in cf.probes),
         "n_train": int(yb.size),
         "n_tuning": 0,
