@@ -13,7 +13,9 @@ rotations, fresh rows), i.e. whether a small-batch step points where the large-b
 Levers: shrinkage ``g`` of the whitening (``consistency="shrunk"``; ``"cca"`` is the unshrunk
 first form), and covariance statistics carried across steps, emulated here by pooling the
 statistics of ``m`` batches of 256 (an exponential moving average with an effective memory of
-``m`` steps and a frozen encoder) — not built in the library.
+``m`` steps and a frozen encoder), and the library's own ``dense.momentum`` (the
+:class:`~densefeat.losses.DenseFeatureLoss` module fed a stream of fresh batches of 256 with a
+frozen encoder; the term is read at the last step, the shuffled stream in its own module).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 
 from densefeat.functional.moments import moments
 from densefeat.functional.objectives import subspace_consistency_from_moments
+from densefeat.losses import DenseFeatureLoss
 
 D, K_SHARED, N_SMALL, N_LARGE = 128, 8, 256, 32768
 
@@ -84,6 +87,40 @@ def measure(form: str, g: float, draws: int, scale: float, pool: int = 1) -> dic
     }
 
 
+def measure_momentum(g: float, momentum: float, draws: int, scale: float, steps: int = 40):
+    """The term of ``DenseFeatureLoss(momentum=...)`` after ``steps`` fresh batches of 256."""
+    ref = measure("shrunk", g, 1, scale)  # only its n = 32,768 values and gradient are used
+    big_grads = []
+    for seed in range(2):
+        za, zb = planted_pair(N_LARGE, seed, scale=scale)
+        big_grads.append(_loss_and_grad(za, zb, "shrunk", g)[1])
+    big = sum(big_grads) / 2
+    paired, shuffled, cos = [], [], []
+    for draw in range(draws):
+        mods = [DenseFeatureLoss(0.0, 0.0, 1.0, shrinkage=g, momentum=momentum) for _ in range(2)]
+        for step in range(steps):
+            za, zb = planted_pair(N_SMALL, 10_000 * (draw + 1) + step, scale=scale)
+            perm = torch.randperm(N_SMALL, generator=torch.Generator().manual_seed(step))
+            last = step == steps - 1
+            m_mat = torch.eye(D, dtype=za.dtype, requires_grad=last)
+            lp, _ = mods[0](za @ m_mat, zb)
+            ls, _ = mods[1](za, zb[perm])
+            if last:
+                (grad,) = torch.autograd.grad(lp, m_mat)
+                paired.append(float(lp.detach()))
+                shuffled.append(float(ls))
+                cos.append(float((grad * big).sum() / (grad.norm() * big.norm())))
+    p, sh = sum(paired) / draws, sum(shuffled) / draws
+    return {
+        "paired": p,
+        "shuffled": sh,
+        "paired_large": ref["paired_large"],
+        "shuffled_large": ref["shuffled_large"],
+        "ratio": (sh - p) / (ref["shuffled_large"] - ref["paired_large"]),
+        "grad_cos": sum(cos) / draws,
+    }
+
+
 LEVERS = [
     ("cca", "cca", 0.0, 1),
     ("shrunk g=0.1", "shrunk", 0.1, 1),
@@ -109,9 +146,17 @@ def main() -> None:
         f"{'form':>30} {'paired':>8} {'shuffled':>8} {'paired@32k':>10} {'shuf@32k':>9} "
         f"{'ratio':>6} {'gradcos':>7}"
     )
-    for label, form, g, pool in LEVERS:
+    rows = [
+        (label, lambda f=form, g=g, p=pool: measure(f, g, args.draws, args.scale, p))
+        for label, form, g, pool in LEVERS
+    ]
+    rows += [
+        (f"shrunk g=3, momentum={b}", lambda b=b: measure_momentum(3.0, b, args.draws, args.scale))
+        for b in (0.5, 0.9, 0.97)
+    ]
+    for label, run in rows:
         t0 = time.perf_counter()
-        r = measure(form, g, args.draws, args.scale, pool)
+        r = run()
         print(
             f"{label:>30} {r['paired']:8.4f} {r['shuffled']:8.4f} {r['paired_large']:10.4f} "
             f"{r['shuffled_large']:9.4f} {r['ratio']:6.3f} {r['grad_cos']:7.3f}"

@@ -285,6 +285,18 @@ def _accumulator_state(acc: CovarianceAccumulator) -> dict[str, Any]:
     return {k: getattr(acc, k) for k in ("n", "mean_a", "m2_a", "mean_b", "m2_b", "m2_ab")}
 
 
+def _momentum_two_steps(gather: bool = True) -> Callable[[Tensor, Tensor], Any]:
+    """``DenseFeatureLoss(momentum=0.7)`` after one earlier step on an element-wise transform of
+    the same rows (element-wise, so the ranks' shares of it are the shares of the global one)."""
+    module = DenseFeatureLoss(momentum=0.7, gather_distributed=gather)
+
+    def fn(za: Tensor, zb: Tensor) -> Any:
+        module(torch.sin(3.0 * za.detach()), torch.cos(2.0 * zb.detach()) + zb.detach())
+        return module(za, zb)
+
+    return fn
+
+
 def _worker(rank: int, port: int, out_dir: str) -> None:
     """One rank: evaluate every case on its share of the global batch and save the results."""
     import torch.distributed as dist
@@ -319,6 +331,13 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
                 DenseFeatureLoss(gather_distributed=gather)(wa[rows], wb[rows])
             warned[gather] = any("n >= 2d" in str(w.message) for w in caught)
         results["warned"] = warned
+
+        # dense.momentum: the pooled statistics are those of the global batches on every rank.
+        for split in LOCAL_SPLITS:
+            rows = _rows(split, rank)
+            results[f"momentum/{split}"] = _evaluate(
+                _momentum_two_steps(), za[rows], zb[rows], True
+            )
 
         # A one-rank group is "not distributed": no reduction, no gather.
         singles = [dist.new_group([r]) for r in range(WORLD)]
@@ -393,6 +412,30 @@ def test_distributed_equals_global_batch(
         _close(got["grad_a"] / WORLD, want["grad_a"][rows])
         if paired:
             _close(got["grad_b"] / WORLD, want["grad_b"][rows])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("split", LOCAL_SPLITS)
+def test_distributed_momentum_equals_global_batch(
+    dist_results: list[dict[str, Any]], split: str
+) -> None:
+    """The pooled statistics of ``dense.momentum`` are reduced like the batch's: after two steps
+    every rank's loss, terms and (DDP-averaged) gradients equal one process on the global rows."""
+    za, zb = global_batch()
+    want = _evaluate(_momentum_two_steps(), za, zb, True)
+    plain = _evaluate(CASES["dense"][1], za, zb, True)
+    # Pooling changes the subspace term, so the comparison below can tell it apart.
+    assert (
+        abs(float(want["terms"]["subspace_consistency"] - plain["terms"]["subspace_consistency"]))
+        > 1e-4
+    )
+    for rank, res in enumerate(dist_results):
+        got, rows = res[f"momentum/{split}"], _rows(split, rank)
+        _close(got["loss"], want["loss"])
+        for key in want["terms"]:
+            _close(got["terms"][key], want["terms"][key])
+        _close(got["grad_a"] / WORLD, want["grad_a"][rows])
+        _close(got["grad_b"] / WORLD, want["grad_b"][rows])
 
 
 @pytest.mark.slow

@@ -60,7 +60,15 @@ from .data.ehr.batch import PAD_ID
 from .losses import BarlowTwinsLoss, DenseFeatureLoss, InfoNCELoss, VICRegLoss
 from .models.heads import LinearClassifier, ProjectionHead
 
-__all__ = ["METHODS", "Method", "backbone_pairs", "backbone_rows", "get_method"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "backbone_pairs",
+    "backbone_rows",
+    "get_method",
+    "load_loss_state",
+    "loss_state",
+]
 
 #: A loss: ``(outputs, inputs) -> (loss, terms)``; terms are detached 0-d tensors for the log
 #: (tensors, not floats: a float() per term would be a host-device sync per step on GPU).
@@ -255,6 +263,7 @@ def _pair_loss(module: nn.Module) -> LossFn:
             return loss, {k: v.detach() for k, v in terms.items() if k != "loss"}
         return loss, {}
 
+    loss_fn.state_modules = (module,)  # type: ignore[attr-defined]
     return loss_fn
 
 
@@ -267,6 +276,7 @@ def _dense_loss(cfg: Any) -> LossFn:
             top_k=cfg.dense.top_k,
             consistency=cfg.dense.consistency,
             shrinkage=cfg.dense.shrinkage,
+            momentum=cfg.dense.momentum,
         )
     )
 
@@ -376,6 +386,7 @@ def _hybrid_loss(cfg: Any) -> LossFn:
         terms.update({f"dense.{k}": v for k, v in td.items()})
         return lm + w * ld, terms
 
+    loss_fn.state_modules = loss_state_modules(dense_fn)  # type: ignore[attr-defined]
     return loss_fn
 
 
@@ -387,6 +398,31 @@ def _supervised_loss(cfg: Any) -> LossFn:
         return F.binary_cross_entropy_with_logits(out["logits"].float(), y), {}
 
     return loss_fn
+
+
+def loss_state_modules(loss_fn: LossFn) -> tuple[nn.Module, ...]:
+    """The loss modules of ``loss_fn`` that carry state across steps (e.g. the pooled statistics
+    of ``dense.momentum``), in a fixed order: a checkpoint saves their ``state_dict`` so a
+    resumed run continues exactly where it stopped."""
+    return tuple(getattr(loss_fn, "state_modules", ()))
+
+
+def loss_state(loss_fn: LossFn | None) -> list[dict[str, Any]]:
+    """``state_dict`` of every stateful loss module of ``loss_fn`` (see
+    :func:`loss_state_modules`); ``[]`` for a stateless loss."""
+    return [] if loss_fn is None else [m.state_dict() for m in loss_state_modules(loss_fn)]
+
+
+def load_loss_state(loss_fn: LossFn | None, states: list[dict[str, Any]]) -> None:
+    """Restore :func:`loss_state` into a freshly built ``loss_fn`` of the same configuration."""
+    modules = () if loss_fn is None else loss_state_modules(loss_fn)
+    if len(modules) != len(states):
+        raise ValueError(
+            f"checkpoint holds the state of {len(states)} loss module(s), the method has "
+            f"{len(modules)}: was it saved by another method or version?"
+        )
+    for module, state in zip(modules, states, strict=True):
+        module.load_state_dict(state)
 
 
 # ---- the registry -----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["AllReduce", "Moments", "compute_dtype", "moments"]
+__all__ = ["AllReduce", "Moments", "compute_dtype", "moments", "pooled_moments"]
 
 #: An autograd-aware SUM over ranks (forward all-reduce, backward all-reduce of the gradient).
 AllReduce = Callable[[Tensor], Tensor]
@@ -152,3 +152,65 @@ def _moments(za: Tensor, zb: Tensor | None, all_reduce: AllReduce | None) -> Mom
         cov_ab=covs[2],
         centred_b=zbc,
     )
+
+
+#: Running second moments ``(cov_a, cov_b, cov_ab)`` in float64, before bias correction.
+Running = tuple[Tensor, Tensor, Tensor]
+
+
+def pooled_moments(
+    m: Moments, running: Running | None, updates: int, momentum: float
+) -> tuple[Moments, Running]:
+    """Paired moments pooled over recent batches by an exponential moving average.
+
+    A statistic that needs ``n >> d`` rows (the canonical correlations behind the subspace term)
+    is noisy at a training batch of ``n ~ 2d``; pooling the covariances of the last
+    ``~1 / (1 - momentum)`` batches estimates it from that many times more rows. With
+    ``S_t`` this batch's ``(C_a, C_b, C_ab)`` and ``R_0 = 0``::
+
+        R_t = momentum R_{t-1} + (1 - momentum) S_t        (S_t detached)
+        value:    S~_t = R_t / (1 - momentum^t)            (Adam's bias correction)
+        gradient: dS~_t / dS_t = I                         (straight through)
+
+    so a loss of ``S~_t`` has the *value* of the pooled statistics and sends its gradient,
+    taken at the pooled point, to this batch's rows at full weight (the earlier batches' rows
+    are gone; their encoder has moved on). This is the running-statistics estimator of
+    decorrelated / iterative batch normalisation (Huang et al. 2018, 2019) used inside the
+    loss rather than only at evaluation. The pooled value lags an encoder that changes fast:
+    ``momentum`` trades that staleness against noise. Identical batches give ``S~_t = S_t``.
+
+    Under DDP ``m`` holds global-batch moments, so every rank's running statistics are equal.
+
+    Args:
+        m: this batch's paired moments (``cov_b`` and ``cov_ab`` present).
+        running: ``R_{t-1}`` (float64, detached), ``None`` before the first update.
+        updates: ``t - 1``, the number of earlier updates.
+        momentum: ``0 <= momentum < 1``; 0 returns ``m``'s statistics (in float64) unchanged.
+
+    Returns:
+        ``(moments with (C_a, C_b, C_ab) replaced by S~_t in float64, R_t)``.
+    """
+    if m.cov_b is None or m.cov_ab is None:
+        raise ValueError("pooled_moments needs paired moments (za and zb)")
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+    current = (m.cov_a.double(), m.cov_b.double(), m.cov_ab.double())
+    if running is None or any(r.shape != c.shape for r, c in zip(running, current, strict=True)):
+        running, updates = tuple(torch.zeros_like(c.detach()) for c in current), 0  # type: ignore[assignment]
+    new = tuple(
+        momentum * r.to(c.device) + (1.0 - momentum) * c.detach()
+        for r, c in zip(running, current, strict=True)  # type: ignore[arg-type]
+    )
+    correction = 1.0 - momentum ** (updates + 1)
+    pooled = [c + (r / correction - c).detach() for c, r in zip(current, new, strict=True)]
+    out = Moments(
+        n=m.n,
+        mean_a=m.mean_a,
+        cov_a=pooled[0],
+        centred_a=m.centred_a,
+        mean_b=m.mean_b,
+        cov_b=pooled[1],
+        cov_ab=pooled[2],
+        centred_b=m.centred_b,
+    )
+    return out, new  # type: ignore[return-value]

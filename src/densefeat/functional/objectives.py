@@ -436,8 +436,14 @@ def dense_feature_loss_from_moments(
     spectral_variant: str = "coding_rate",
     consistency: str = DEFAULT_CONSISTENCY,
     shrinkage: float = DEFAULT_SHRINKAGE,
+    sub_moments: Moments | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """:func:`dense_feature_loss` on precomputed (possibly global-batch) moments."""
+    """:func:`dense_feature_loss` on precomputed (possibly global-batch) moments.
+
+    ``sub_moments``: the moments the subspace term reads instead of ``m`` (the pooled
+    statistics of :func:`densefeat.functional.moments.pooled_moments`); the spectral and
+    orthogonality terms always read this batch's ``m``.
+    """
     if m.cov_b is None:
         raise ValueError("dense_feature_loss needs paired moments (za and zb)")
     if spectral_variant not in ("coding_rate", "entropy"):
@@ -471,7 +477,11 @@ def dense_feature_loss_from_moments(
         total = total + w_orth * parts["feature_orthogonality"]
     if w_sub != 0.0:
         parts["subspace_consistency"] = subspace_consistency_from_moments(
-            m, top_k, consistency, shrinkage, products_dtype=out_dtype
+            m if sub_moments is None else sub_moments,
+            top_k,
+            consistency,
+            shrinkage,
+            products_dtype=out_dtype,
         )
         total = total + w_sub * parts["subspace_consistency"]
     terms = {name: value.detach().to(out_dtype) for name, value in parts.items()}

@@ -26,7 +26,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..functional.moments import moments
+from ..functional.moments import moments, pooled_moments
 from ..functional.objectives import (
     CONSISTENCY_FORMS,
     DEFAULT_CONSISTENCY,
@@ -86,6 +86,11 @@ class DenseFeatureLoss(nn.Module):
             (``eigvalsh``; slower, for analysis).
         consistency: form of the subspace term, ``"shrunk"`` (default) or ``"cca"``.
         shrinkage: ``g >= 0`` of the ``"shrunk"`` form.
+        momentum: ``0 <= momentum < 1``; above 0 the subspace term reads covariances pooled
+            over recent batches by an exponential moving average (value pooled, gradient to
+            this batch at full weight: :func:`densefeat.functional.moments.pooled_moments`),
+            updated at every training-mode forward and kept in the module's state
+            (``get_extra_state``), so checkpoints resume it. 0 (default): this batch only.
         gather_distributed: under ``torch.distributed``, use the global batch's moments.
         group: process group for the reduction (``None``: the default group).
 
@@ -105,11 +110,18 @@ class DenseFeatureLoss(nn.Module):
         consistency: str = DEFAULT_CONSISTENCY,
         shrinkage: float = DEFAULT_SHRINKAGE,
         *,
+        momentum: float = 0.0,
         gather_distributed: bool = True,
         group: Any = None,
     ) -> None:
         super().__init__()
         self.consistency, self.shrinkage = _check_consistency(consistency, shrinkage)
+        momentum = check_finite_number(momentum, "momentum", nonnegative=True)
+        if momentum >= 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        self.momentum = momentum
+        self._running: tuple[Tensor, Tensor, Tensor] | None = None
+        self._updates = 0
         self.w_spec = check_finite_number(w_spec, "w_spec")
         self.w_orth = check_finite_number(w_orth, "w_orth")
         self.w_sub = check_finite_number(w_sub, "w_sub")
@@ -124,8 +136,13 @@ class DenseFeatureLoss(nn.Module):
         za, zb = local_pair(za, zb, distributed=ar is not None)
         m = moments(za, zb, all_reduce=ar)
         warn_small_batch(m.n, max(za.shape[1], zb.shape[1]))
+        sub = None
+        if self.momentum > 0.0 and self.w_sub != 0.0 and self.training:
+            sub, self._running = pooled_moments(m, self._running, self._updates, self.momentum)
+            self._updates += 1
         return dense_feature_loss_from_moments(
             m,
+            sub_moments=sub,
             w_spec=self.w_spec,
             w_orth=self.w_orth,
             w_sub=self.w_sub,
@@ -135,12 +152,23 @@ class DenseFeatureLoss(nn.Module):
             shrinkage=self.shrinkage,
         )
 
+    def get_extra_state(self) -> dict[str, Any]:
+        """The pooled statistics of ``momentum`` (empty without it), for checkpoints."""
+        if self._running is None:
+            return {"updates": 0}
+        return {"updates": self._updates, "running": [r.detach().cpu() for r in self._running]}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        running = state.get("running")
+        self._running = None if running is None else tuple(running)  # type: ignore[assignment]
+        self._updates = int(state.get("updates", 0))
+
     def extra_repr(self) -> str:
         return (
             f"w_spec={self.w_spec}, w_orth={self.w_orth}, w_sub={self.w_sub}, "
             f"top_k={self.top_k}, spectral_variant={self.spectral_variant!r}, "
             f"consistency={self.consistency!r}, shrinkage={self.shrinkage}, "
-            f"gather_distributed={self.gather_distributed}"
+            f"momentum={self.momentum}, gather_distributed={self.gather_distributed}"
         )
 
 

@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from ..io.atomic import write_json_atomic
-from ..methods import get_method
+from ..methods import get_method, load_loss_state, loss_state
 from .checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -206,6 +206,7 @@ def train(
         eps=cfg.optim.adam_eps,
     )
     start = 0
+    loss_states: list[dict[str, Any]] = []
     stats_path = out / "stats.jsonl"
     if resume:
         weights, _, state = load_checkpoint(latest_checkpoint(out))
@@ -213,6 +214,7 @@ def train(
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         start = int(state["step"])
+        loss_states = state.get("loss", [])
         if rank == 0:
             _truncate_stats(stats_path, start)
     elif rank == 0:
@@ -236,6 +238,8 @@ def train(
             find_unused_parameters=session.find_unused,
         )
     loss_fn = method.build_loss(cfg) if method.build_loss is not None else None
+    if resume and loss_states:  # checkpoints written before losses had state hold none
+        load_loss_state(loss_fn, loss_states)
     use_amp = cfg.amp and device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
     local = cfg.batch_size // world
@@ -246,6 +250,7 @@ def train(
             "step": step,
             "optimizer": opt.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "loss": loss_state(loss_fn),
         }
         return save_checkpoint(out, step, saved_weights(net), record_of(cfg), state)
 

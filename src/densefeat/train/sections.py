@@ -172,7 +172,8 @@ class ProjectorConfig:
 @dataclass
 class DenseConfig:
     """The dense objective's term weights, the form of its subspace term (``consistency``:
-    ``"shrunk"`` with shrinkage ``g``, or ``"cca"``) and the optional top-k subspace form
+    ``"shrunk"`` with shrinkage ``g``, or ``"cca"``), the pooling of that term's statistics
+    across steps (``momentum``) and the optional top-k subspace form
     (:class:`densefeat.losses.DenseFeatureLoss`)."""
 
     w_spec: float = DEFAULT_WEIGHTS["w_spec"]
@@ -181,10 +182,14 @@ class DenseConfig:
     top_k: int | None = None
     consistency: str = DEFAULT_CONSISTENCY
     shrinkage: float = DEFAULT_SHRINKAGE
+    #: EMA of the subspace term's covariances across steps (0: this batch only).
+    momentum: float = 0.0
 
     def validate(self) -> None:
-        for name in ("w_spec", "w_orth", "w_sub", "shrinkage"):
+        for name in ("w_spec", "w_orth", "w_sub", "shrinkage", "momentum"):
             check_min(f"dense.{name}", getattr(self, name), 0.0)
+        if self.momentum >= 1.0:
+            raise ValueError(f"TrainConfig.dense.momentum must be in [0, 1), got {self.momentum!r}")
         check_min("dense.top_k", self.top_k, 1)
         check_choice("dense.consistency", self.consistency, CONSISTENCY_FORMS)
 
