@@ -159,6 +159,28 @@ def _endpoint(cmp: Any, what: str, lower_is_better: bool) -> str | None:
     )
 
 
+def _untrained(cmp: Any) -> str | None:
+    """dense against the untrained encoder of the same architecture (``comparison.untrained``)."""
+    if not isinstance(cmp, Mapping) or "b" not in cmp:
+        return None
+    a, b = cmp.get("a", "dense"), cmp["b"]
+    ci = cmp.get("difference_ci")
+    ci_text = (
+        f", 95% CI [{_signed(ci[0])}, {_signed(ci[1])}]"
+        if isinstance(ci, Sequence) and len(ci) == 2
+        else ", no CI"
+    )
+    if cmp.get("significant"):
+        verdict = f"{a if cmp.get('a_wins') else b} is better (the CI excludes 0)"
+    else:
+        verdict = "no significant difference (the CI includes 0)"
+    return (
+        f"- **{a} against the untrained encoder ({b})**, probe AUROC: {a} "
+        f"{_num(cmp.get('a_value'), 'auroc')}, {b} {_num(cmp.get('b_value'), 'auroc')}; "
+        f"{a} − {b} = {_signed(cmp.get('difference'))}{ci_text}: {verdict}."
+    )
+
+
 def _timing(results: Mapping[str, Any], run: Mapping[str, Any]) -> str:
     machine = results.get("machine") or {}
     seconds = run.get("wall_seconds", results.get("seconds"))
@@ -213,17 +235,21 @@ def render_block(results: Mapping[str, Any], run: Mapping[str, Any] | None = Non
     )
     lines = [BEGIN, "", intro, "", *_table(results), ""]
     cmp = results.get("comparison")
+    part = (lambda key: cmp.get(key)) if isinstance(cmp, Mapping) else (lambda key: None)
     endpoints = [
         _endpoint(cmp, "probe AUROC, macro over tasks", False),
-        _endpoint(
-            cmp.get("robustness") if isinstance(cmp, Mapping) else None,
-            "AUROC drop under perturbation",
-            True,
-        ),
+        _endpoint(part("robustness_auroc"), "probe AUROC under perturbation", False),
     ]
     endpoints = [e for e in endpoints if e]
     if endpoints:
         lines += ["Primary endpoints (paired patient-level bootstrap):", "", *endpoints, ""]
+    secondary = [
+        _endpoint(part("robustness"), "AUROC drop under perturbation", True),
+        _untrained(part("untrained")),
+    ]
+    secondary = [e for e in secondary if e]
+    if secondary:
+        lines += ["Secondary:", "", *secondary, ""]
     for s in results.get("tasks_skipped") or ():
         if isinstance(s, Mapping):
             lines.append(f"- task {s.get('task')} skipped: {s.get('reason')}")

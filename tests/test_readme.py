@@ -77,3 +77,22 @@ def test_render_survives_new_keys_and_missing_sections(readme):
 def test_readme_markers_are_required(readme):
     with pytest.raises(ValueError, match="generated block"):
         readme.replace_block("no markers here", "x")
+
+
+def test_primary_endpoints_and_untrained_comparison_are_rendered(readme):
+    """AUROC under perturbation is a primary endpoint, the drop secondary, and dense against the
+    untrained encoder is stated; each line carries the numbers of results.json."""
+    results = json.loads((ROOT / "docs" / "demo-results.json").read_text())
+    text = readme.render_block(results)
+    primary, secondary = text.split("Secondary:")
+    rob = results["comparison"]["robustness_auroc"]
+    assert "probe AUROC under perturbation" in primary
+    assert f"dense {rob['dense']:.3f}" in primary
+    assert "AUROC drop under perturbation" in secondary
+    unt = results["comparison"]["untrained"]
+    assert f"dense − random = {unt['difference']:+.3f}" in secondary
+    lo, hi = unt["difference_ci"]
+    assert f"[{lo:+.3f}, {hi:+.3f}]" in secondary
+    changed = json.loads(json.dumps(results))
+    changed["comparison"]["untrained"]["difference"] += 0.1
+    assert readme.render_block(changed) != text
