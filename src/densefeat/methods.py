@@ -56,6 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .choices import METHOD_NAMES
 from .data.ehr.batch import PAD_ID
 from .losses import BarlowTwinsLoss, DenseFeatureLoss, InfoNCELoss, VICRegLoss
 from .models.heads import LinearClassifier, ProjectionHead
@@ -476,6 +477,14 @@ METHODS: dict[str, Method] = {
         "random", "none", False, _no_head, _forward_none, None, True, "untrained encoder"
     ),
 }
+
+# The parsers offer densefeat.choices.METHOD_NAMES without importing this module (and torch):
+# the two lists must be the same, in the same order.
+if tuple(METHODS) != METHOD_NAMES:  # pragma: no cover - a registry edit without its twin
+    raise RuntimeError(
+        f"densefeat.methods.METHODS {tuple(METHODS)} differs from "
+        f"densefeat.choices.METHOD_NAMES {METHOD_NAMES}: edit both"
+    )
 
 
 def get_method(name: str) -> Method:

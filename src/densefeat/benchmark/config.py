@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..methods import METHODS
+from ..choices import METHOD_NAMES
 from ..train.config import canonical_key
 
 __all__ = [
@@ -135,9 +135,11 @@ class BenchmarkConfig:
     probe_folds: int = 5
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
+        unknown = [m for m in self.methods if m not in METHOD_NAMES]
         if unknown:
-            raise ValueError(f"--methods: unknown method(s) {unknown}; choose from {list(METHODS)}")
+            raise ValueError(
+                f"--methods: unknown method(s) {unknown}; choose from {list(METHOD_NAMES)}"
+            )
         bad = [a for a in self.ablations if a not in ABLATIONS]
         if bad:
             raise ValueError(f"unknown ablation(s) {bad}; choose from {list(ABLATIONS)}")

@@ -256,6 +256,7 @@ def train_and_evaluate(
         result = load_eval(eval_path, fp)
         if result is None:
             say(f"[{i}/{len(specs)}] {spec.key}: {what}; evaluating")
+            t_eval = time.perf_counter()
             try:
                 result = source.evaluate(spec, run_dir)
             except METRIC_ERRORS as e:
@@ -268,6 +269,9 @@ def train_and_evaluate(
                 run_seconds[spec.key] = time.perf_counter() - t0
                 continue
             save_eval(eval_path, fp, result)
+            # Closes the evaluation's last step in the log: without it, the next run's training
+            # (which says nothing until it ends) reads as part of that step.
+            say(f"{spec.key}: evaluated in {time.perf_counter() - t_eval:.1f} s")
         else:
             say(f"[{i}/{len(specs)}] {spec.key}: {what}; evaluation reused")
         for key, recs in result.records.items():

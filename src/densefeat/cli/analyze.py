@@ -12,7 +12,6 @@ import argparse
 import math
 from typing import Any
 
-from ..io.atomic import check_json_target, to_json_safe, write_json_atomic
 from .common import positive_int
 
 __all__ = ["add_arguments", "render", "run"]
@@ -238,6 +237,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``densefeat analyze``; errors surface as ``ValueError`` for the CLI to report."""
     from ..eval.analyze import analyze_files
+    from ..io.atomic import check_json_target, to_json_safe, write_json_atomic
 
     out = check_json_target(args.json) if args.json else None
     result = analyze_files(

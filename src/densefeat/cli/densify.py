@@ -35,7 +35,7 @@ def _positive_float(text: str) -> float:
 
 
 def _add_fit(p: argparse.ArgumentParser) -> None:
-    from ..densify.fit import DEFAULT_RIDGE, METHODS
+    from ..choices import DEFAULT_RIDGE, DENSIFY_METHODS
 
     p.add_argument("emb_a", metavar="EMB_A", help=".npy, .parquet, .pt or .safetensors file")
     p.add_argument(
@@ -47,7 +47,9 @@ def _add_fit(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", required=True, metavar="ADAPTER", help="ADAPTER.safetensors (+ ADAPTER.json)"
     )
-    p.add_argument("--method", default="dense", choices=METHODS, help="objective (default dense)")
+    p.add_argument(
+        "--method", default="dense", choices=DENSIFY_METHODS, help="objective (default dense)"
+    )
     p.add_argument("--dim", type=positive_int, default=None, help="output width D (default: d)")
     p.add_argument(
         "--hidden",

@@ -26,7 +26,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..methods import METHODS
+from ..choices import METHOD_NAMES
 from ..train.config import MODALITIES, TrainConfig, parse_overrides
 from .common import add_set_argument
 
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the data's modality (default ehr; --resume: the run's own)",
     )
     parser.add_argument(
-        "--method", default="dense", choices=tuple(METHODS), help="training method (default dense)"
+        "--method", default="dense", choices=METHOD_NAMES, help="training method (default dense)"
     )
     parser.add_argument("--out", type=Path, required=True, help="run directory to create")
     parser.add_argument("--config", type=Path, default=None, help="JSON file of TrainConfig keys")

@@ -10,19 +10,38 @@ rows (:mod:`.fit`), then apply it to any file of the same width, streaming (:mod
   enter the paired term (two files, or adjacent prediction times of one subject);
 * :mod:`.fit`: the training (dense / VICReg / Barlow Twins) and the ZCA whitening control;
 * :mod:`.apply`: streaming, atomic application to an embedding file.
+
+Names are imported on first use (PEP 562): ``densefeat densify --help`` stays free of NumPy
+and torch.
 """
 
-from .adapter import Adapter, load_adapter, save_adapter
-from .apply import apply_file
-from .fit import METHODS, fit_adapter, fit_files, zca_whitening
+from __future__ import annotations
 
-__all__ = [
-    "METHODS",
-    "Adapter",
-    "apply_file",
-    "fit_adapter",
-    "fit_files",
-    "load_adapter",
-    "save_adapter",
-    "zca_whitening",
-]
+from importlib import import_module
+from typing import Any
+
+#: Public name -> the submodule that defines it.
+_EXPORTS: dict[str, str] = {
+    "METHODS": "fit",
+    "Adapter": "adapter",
+    "apply_file": "apply",
+    "fit_adapter": "fit",
+    "fit_files": "fit",
+    "load_adapter": "adapter",
+    "save_adapter": "adapter",
+    "zca_whitening": "fit",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

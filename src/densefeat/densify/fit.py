@@ -37,16 +37,17 @@ from typing import Any
 
 import numpy as np
 
+from ..choices import DEFAULT_RIDGE, DENSIFY_METHODS
 from ..io import EmbeddingSource, open_embeddings
 from .adapter import Adapter
 from .rows import KeyColumns, adjacent_pairs, read_keys, training_mask
 
 __all__ = ["DEFAULT_RIDGE", "METHODS", "fit_adapter", "fit_files", "zca_whitening"]
 
-METHODS = ("dense", "vicreg", "barlow", "whiten")
-
-#: Relative ridge of the whitening control: ``eps = DEFAULT_RIDGE * tr(C) / d``.
-DEFAULT_RIDGE = 1e-5
+#: The fitting methods; DEFAULT_RIDGE is the whitening control's relative ridge
+#: ``eps = DEFAULT_RIDGE * tr(C) / d``. Both are defined in the import-free densefeat.choices
+#: (the ``densify fit`` parser reads them from there).
+METHODS = DENSIFY_METHODS
 
 
 def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 from ..data.ehr.batch import EventBatch
+from ..data.ehr.buckets import CPU_MAX_POSITIONS, GPU_MAX_POSITIONS, length_buckets
 from ..data.ehr.store import EventStore
 from ..data.ehr.views import keep_events
 from ..data.ehr.windows import periodic_cuts, window_pairs
@@ -104,6 +105,11 @@ def half_window_views(
     numbered 0, 1, ... in time order; view A drops the odd ones, view B the even ones; events
     at or before ``t`` are in both. See the module docstring.
 
+    A row's views do not depend on the other rows of the call: the window is numbered from
+    its first event even when the gather starts later, and the gather's ``extra`` positions
+    (the batch's largest ``ceil(n_new / 2)``) are at least the row's own removed events, so
+    the last ``max_len`` kept events and the gap before the first of them are in it.
+
     Args:
         store: the encoded events.
         subject_id, time_t, time_t1: (B,) int64 arrays (microseconds), ``t < t1``.
@@ -122,7 +128,11 @@ def half_window_views(
     batch = store.gather(sid, t1, max_len + extra)
     times = event_times(store, batch)
     new = batch.mask & (times > torch.from_numpy(t.copy())[:, None])
-    rank = torch.cumsum(new.to(torch.int64), dim=1) - 1
+    # The window's events are numbered from its FIRST event, which the gather may have cut
+    # off (a window with more than max_len + extra events): count those from the store, so
+    # a row's views never depend on its batch-mates' ``extra``.
+    cut_off = torch.from_numpy(n_new) - new.sum(dim=1)
+    rank = torch.cumsum(new.to(torch.int64), dim=1) - 1 + cut_off[:, None]
     in_a = new & (rank % 2 == 0)
     in_b = new & (rank % 2 == 1)
     view_a = _truncate(keep_events(batch, batch.mask & ~in_b), max_len)
@@ -137,40 +147,83 @@ def window_embeddings(
     *,
     batch_size: int = 512,
     device: torch.device | str = "cpu",
+    bucket: bool = True,
+    max_positions: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Embeddings of every pair row: at ``t``, at ``t1``, and the two half-window views.
+
+    All four go through the inference loop of ``densefeat embed`` (issue 14): rows sorted by
+    history length and cut into batches of at most ``batch_size`` rows and ``max_positions``
+    token positions, under :func:`torch.inference_mode`, with the encoder in eval mode (its
+    last block at the read-out token only, :attr:`EHREncoder.fast_readout`). A row's embedding
+    depends on its own events only, so the grouping changes float rounding alone (~1e-7; the
+    half-window views of a row are the same in any batch, see :func:`half_window_views`).
 
     Args:
         encoder: the (frozen) encoder; put in eval mode for the passes.
         store: the encoded events.
         pairs: a :func:`~densefeat.data.ehr.windows.window_pairs` table.
-        batch_size: rows per encoder pass.
+        batch_size: the most rows per encoder pass.
         device: where the encoder runs.
+        bucket: batch rows by length (False: batches of ``batch_size`` rows in row order).
+        max_positions: the most token positions per pass (None: the CPU / GPU default of
+            :func:`~densefeat.train.modalities.ehr.encode_histories`).
 
     Returns:
         ``{"z_t", "z_t1", "z_a", "z_b"}``, each (n_pairs, d) float32 in the order of ``pairs``.
     """
     sid, t, t1 = _pair_arrays(pairs)
-    common = {"batch_size": batch_size, "device": device}
+    common = {
+        "batch_size": batch_size,
+        "device": device,
+        "bucket": bucket,
+        "max_positions": max_positions,
+    }
     z_t = encode_histories(encoder, store, sid, t, **common).backbone
     z_t1 = encode_histories(encoder, store, sid, t1, **common).backbone
-    halves: dict[str, list[np.ndarray]] = {"a": [], "b": []}
+    z_a, z_b = _half_window_embeddings(encoder, store, sid, t, t1, **common)
+    return {"z_t": z_t, "z_t1": z_t1, "z_a": z_a, "z_b": z_b}
+
+
+def _half_window_embeddings(
+    encoder: nn.Module,
+    store: EventStore,
+    sid: np.ndarray,
+    t: np.ndarray,
+    t1: np.ndarray,
+    *,
+    batch_size: int,
+    device: torch.device | str,
+    bucket: bool,
+    max_positions: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n, d) embeddings of the views A and B of every row, length-bucketed like
+    :func:`~densefeat.train.modalities.ehr.encode_histories`."""
+    n, d = sid.size, int(encoder.embed_dim)
+    if bucket:
+        if max_positions is None:
+            on_cpu = torch.device(device).type == "cpu"
+            max_positions = CPU_MAX_POSITIONS if on_cpu else GPU_MAX_POSITIONS
+        # The longer view (A: it drops floor(n_new / 2) of the window's events) sizes the row.
+        idx = store.index_of(sid)
+        at_t1 = store.count_at_or_before(idx, t1)
+        n_new = at_t1 - store.count_at_or_before(idx, t)
+        lengths = np.minimum(at_t1 - n_new // 2, store.max_len)
+        batches = length_buckets(lengths, batch_size, max_positions)
+    else:
+        batches = [np.arange(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
+    z = {"a": np.zeros((n, d), np.float32), "b": np.zeros((n, d), np.float32)}
     was_training = encoder.training
     encoder.eval()
     try:
-        with torch.no_grad():
-            for lo in range(0, sid.size, batch_size):
-                sl = slice(lo, lo + batch_size)
-                views = half_window_views(store, sid[sl], t[sl], t1[sl])
+        with torch.inference_mode():
+            for rows in batches:
+                views = half_window_views(store, sid[rows], t[rows], t1[rows])
                 for key, view in zip("ab", views, strict=True):
-                    halves[key].append(encoder(view.to(device)).float().cpu().numpy())
+                    z[key][rows] = encoder(view.to(device)).float().cpu().numpy()
     finally:
         encoder.train(was_training)
-
-    def stack(parts: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.zeros_like(z_t)
-
-    return {"z_t": z_t, "z_t1": z_t1, "z_a": stack(halves["a"]), "z_b": stack(halves["b"])}
+    return z["a"], z["b"]
 
 
 def _label(pairs: pl.DataFrame, window: int) -> str:

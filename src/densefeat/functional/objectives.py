@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..choices import CONSISTENCY_FORMS, DEFAULT_CONSISTENCY, DEFAULT_SHRINKAGE, DEFAULT_WEIGHTS
 from ._validation import as_matrix, check_pair
 from .moments import Moments, moments
 
@@ -42,19 +43,9 @@ __all__ = [
     "warn_small_batch",
 ]
 
-#: Term weights of :func:`dense_feature_loss`. Equal weights: every term is already on a
-#: [0, 1] scale. Their tuning on a tuning split is the benchmark's search (issue 11, item 4),
-#: not fixed here; the benchmark's ablations (``w_* = 0``) show what each term contributes.
-DEFAULT_WEIGHTS = {"w_spec": 1.0, "w_orth": 1.0, "w_sub": 1.0}
-
-#: Forms of the subspace-consistency term (:func:`subspace_consistency_loss`): ``"shrunk"``
-#: (default; CKA of shrinkage-whitened features, keeps the pairing signal at training batch
-#: sizes) and ``"cca"`` (the first form, 1 - mean squared canonical correlation; near its chance
-#: level 1 - d/(n-1) unless n >> d). Chosen with benchmarks/consistency_levers.py.
-CONSISTENCY_FORMS = ("shrunk", "cca")
-DEFAULT_CONSISTENCY = "shrunk"
-#: Shrinkage ``g`` of the whitening in the ``"shrunk"`` form: ``C + g tr(C)/d I``.
-DEFAULT_SHRINKAGE = 3.0
+# DEFAULT_WEIGHTS (equal term weights), CONSISTENCY_FORMS ("shrunk" default, "cca") and
+# DEFAULT_SHRINKAGE (g in C + g tr(C)/d I) are defined in densefeat.choices, imported above,
+# so that parsers read them without importing torch.
 
 _VAR_EPS = 1e-4  # VICReg's eps inside the sqrt of the variance hinge
 _RIDGE = 1e-4  # relative ridge: eps = 1e-4 * tr(C) / d

@@ -7,31 +7,47 @@
 * :mod:`~densefeat.train.runs`: run directories and :func:`load_run`;
 * :mod:`~densefeat.train.checkpoint`: atomic checkpoints;
 * :mod:`~densefeat.train.monitor`: monitoring geometry and the collapse rule.
+
+Names are imported on first use (PEP 562): ``densefeat train --help`` reads
+:mod:`~densefeat.train.config` alone, which must not import torch.
 """
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import MODALITIES, TrainConfig, parse_overrides
-from .loop import resolve_epochs, train
-from .modalities import Embeddings, Modality, Network, Run, Session, get_modality
-from .monitor import monitor_geometry
-from .runs import load_run, read_run_modality
+from __future__ import annotations
 
-__all__ = [
-    "MODALITIES",
-    "Embeddings",
-    "Modality",
-    "Network",
-    "Run",
-    "Session",
-    "TrainConfig",
-    "get_modality",
-    "latest_checkpoint",
-    "load_checkpoint",
-    "load_run",
-    "monitor_geometry",
-    "parse_overrides",
-    "read_run_modality",
-    "resolve_epochs",
-    "save_checkpoint",
-    "train",
-]
+from importlib import import_module
+from typing import Any
+
+#: Public name -> the submodule that defines it.
+_EXPORTS: dict[str, str] = {
+    "MODALITIES": "config",
+    "Embeddings": "modalities",
+    "Modality": "modalities",
+    "Network": "modalities",
+    "Run": "modalities",
+    "Session": "modalities",
+    "TrainConfig": "config",
+    "get_modality": "modalities",
+    "latest_checkpoint": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "load_run": "runs",
+    "monitor_geometry": "monitor",
+    "parse_overrides": "config",
+    "read_run_modality": "runs",
+    "resolve_epochs": "loop",
+    "save_checkpoint": "checkpoint",
+    "train": "loop",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -7,10 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..data.ehr.builder import DEFAULT_MAX_LEN
-from ..functional.objectives import (
+# From the import-free leaf, not data.ehr / functional: a config (and so every command's
+# --help) must not import polars or torch.
+from ..choices import (
     CONSISTENCY_FORMS,
     DEFAULT_CONSISTENCY,
+    DEFAULT_MAX_LEN,
     DEFAULT_SHRINKAGE,
     DEFAULT_WEIGHTS,
 )

@@ -11,6 +11,7 @@ import meds
 import numpy as np
 import polars as pl
 
+from ...choices import DEFAULT_MAX_LEN
 from ..meds import (
     OBSERVATION_END_CODE,
     OBSERVATION_START_CODE,
@@ -23,7 +24,7 @@ from .normalizer import NumericNormalizer
 from .store import EventStore, encode_frame
 from .vocabulary import Vocabulary
 
-DEFAULT_MAX_LEN = 256
+# DEFAULT_MAX_LEN (256 events) lives in densefeat.choices so parsers read it without polars.
 #: Token kinds: one per event, or one per hour bin (:meth:`EventStore.gather_hours`).
 TOKENS = ("events", "hours")
 #: ``tokens="auto"`` picks hours when at least this share of training timed events carries a
