@@ -22,7 +22,7 @@ from ..data.ehr.groups import group_view
 from ..data.multimodal import MultimodalBatch
 from .multimodal import _AGE_SCALE, infer_output_dim
 
-__all__ = ["CodeGroupEncoder"]
+__all__ = ["CodeGroupEncoder", "FusedHistories"]
 
 
 class CodeGroupEncoder(nn.Module):
@@ -129,3 +129,19 @@ class CodeGroupEncoder(nn.Module):
         w = torch.stack([present[m] for m in self.modalities], dim=1).to(stacked.dtype)
         fused = (stacked * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp(min=1.0)
         return fused, per
+
+
+class FusedHistories(nn.Module):
+    """The fused embedding of a :class:`CodeGroupEncoder` as a plain EHR encoder
+    (``EventBatch -> (B, d_out)``, with ``embed_dim`` and ``config``), so the EHR evaluations
+    (temporal stability, test-time perturbations of the events) run on code-group runs
+    unchanged: a perturbation of the record reaches every group through its own view."""
+
+    def __init__(self, encoder: CodeGroupEncoder) -> None:
+        super().__init__()
+        self.inner = encoder
+        self.embed_dim = encoder.d_out
+        self.config = next(iter(encoder.encoders.values())).config
+
+    def forward(self, batch: EventBatch) -> torch.Tensor:
+        return self.inner(batch)[0]
