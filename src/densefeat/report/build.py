@@ -26,9 +26,9 @@ from .tables import (
     temporal_tables,
     tuning_table,
 )
+from .tables.crossmodal import crossmodal_table
 from .tables.external import external_table
 from .tables.robustness_auroc import robustness_auroc_table
-from .tables.crossmodal import crossmodal_table
 from .tables.temporal_k import temporal_k_table
 
 __all__ = ["build_report"]
