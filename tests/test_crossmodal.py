@@ -172,3 +172,17 @@ def test_multimodal_benchmark_end_to_end(mm_bench):
     assert "Cross-modal alignment" in (out / "report.html").read_text()
     saved = json.loads((out / "results.json").read_text())
     assert len([a for a in saved["alignment"] if a["kind"] == "modalities"]) == len(cross)
+
+
+def test_a_low_rank_modality_clips_every_k_to_its_rank_without_a_warning():
+    """A static modality is constant within a stay: 12 distinct rows of 60 have rank <= 11."""
+    import warnings
+
+    rng = np.random.default_rng(5)
+    za = rng.normal(size=(60, 16))
+    zb = np.repeat(rng.normal(size=(12, 16)), 5, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        al = modality_alignment(za, zb, k=16)
+    assert al["k"] == 11 and al["k_whole"] == 11 and al["k_erank"] <= 11
+    assert al["chance_whole"] == pytest.approx(math.sqrt(1 - 11 / 59))

@@ -43,6 +43,19 @@ def _erank(z: np.ndarray) -> float:
         return 1.0
 
 
+def _numerical_rank(z: np.ndarray) -> int:
+    """Rank of the centred matrix by the tolerance of :func:`densefeat.functional.
+    subspace_distance` (eigenvalues of the covariance above ``lam_1 max(n, d) eps``): a static
+    modality, constant within a stay, has fewer distinct rows than d, and beyond its rank the
+    "singular vectors" are rounding noise."""
+    zc = z - z.mean(0)
+    lam = np.linalg.eigvalsh(zc.T @ zc)[::-1]
+    if lam.size == 0 or lam[0] <= 0.0:
+        return 0
+    eps = float(np.finfo(np.float64).eps)
+    return int(np.count_nonzero(lam > lam[0] * max(z.shape[0], lam.size) * eps))
+
+
 def modality_alignment(z_a: Any, z_b: Any, k: int = 16) -> dict[str, Any]:
     """Alignment of two modality embeddings of the same rows (module docstring).
 
@@ -56,7 +69,8 @@ def modality_alignment(z_a: Any, z_b: Any, k: int = 16) -> dict[str, Any]:
         ``floor`` (0), ``k_requested``, ``effective_rank_a``, ``effective_rank_b``,
         ``k_erank``, ``subspace_distance_erank``, ``floor_erank``, ``chance_erank``,
         ``k_whole``, ``subspace_distance_whole``, ``floor_whole``, ``chance_whole`` (null with
-        ``whole_reason`` when ``d >= n - 1``).
+        ``whole_reason`` when ``d >= n - 1``). ``d`` here is ``min(d_a, d_b)`` clipped to the
+        numerical ranks of both (a static modality's rank is its number of distinct rows).
 
     Raises:
         ValueError: shapes that differ in n, or fewer than 3 rows.
@@ -68,7 +82,10 @@ def modality_alignment(z_a: Any, z_b: Any, k: int = 16) -> dict[str, Any]:
     n = a.shape[0]
     if n < 3:
         raise ValueError(f"modality alignment needs at least 3 rows, got {n}")
-    d = min(a.shape[1], b.shape[1])
+    # Every k is clipped to the numerical ranks (see _numerical_rank) as well as to n - 1 and d.
+    d = min(a.shape[1], b.shape[1], _numerical_rank(a), _numerical_rank(b))
+    if d == 0:
+        raise ValueError("modality alignment is undefined for a zero-variance embedding")
     k_fixed = int(min(k, n - 1, d))
     out: dict[str, Any] = {**seed_alignment(a, b, k_fixed), "k_requested": int(k), "floor": 0.0}
     er_a, er_b = _erank(a), _erank(b)
