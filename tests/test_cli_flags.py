@@ -37,7 +37,7 @@ def test_k_is_the_subspace_dimension(module):
     [
         (["train", "--out", "r", "--method", "nope"], "invalid choice: 'nope'"),
         (["train", "--out", "r", "--modality", "audio"], "invalid choice: 'audio'"),
-        (["benchmark", "--out", "r", "--modality", "multimodal"], "invalid choice"),
+        (["benchmark", "--out", "r", "--modality", "audio"], "invalid choice"),
     ],
 )
 def test_closed_sets_are_argparse_choices(argv, message, capsys):

@@ -69,6 +69,7 @@ __all__ = [
     "get_method",
     "load_loss_state",
     "loss_state",
+    "modality_pairs",
 ]
 
 #: A loss: ``(outputs, inputs) -> (loss, terms)``; terms are detached 0-d tensors for the log
@@ -163,10 +164,26 @@ def backbone_pairs(encoder: nn.Module, inputs: dict[str, Any]) -> Tensor:
     if "mm" in inputs:
         fused, per = encoder(inputs["mm"])
         if inputs["pairs"] == "modalities":
-            return torch.stack([per["codes"], per["notes"]], dim=1)
+            if "notes" in per:  # codes + notes: the one cross-modal pair
+                return torch.stack([per["codes"], per["notes"]], dim=1)
+            return modality_pairs(per)
         b = fused.shape[0] // 2
         return torch.stack([fused[:b], fused[b:]], dim=1)
     raise ValueError(f"no pair inputs among {sorted(inputs)}")
+
+
+def modality_pairs(per: dict[str, Tensor]) -> Tensor:
+    """(P B, 2, d): every pair of modalities (in order, ``m < n``) of the same B rows, stacked.
+
+    Code-group runs (``multimodal.groups``) have three or more modalities (e.g. vitals, labs,
+    static): each unordered pair is a positive pair of the same record, so a batch of B rows
+    gives ``P = M (M - 1) / 2`` pairs (documented choice: all pairs, each row once per pair).
+    """
+    names = list(per)
+    sides = [
+        torch.stack([per[a], per[b]], dim=1) for i, a in enumerate(names) for b in names[i + 1 :]
+    ]
+    return torch.cat(sides, dim=0)
 
 
 def backbone_rows(encoder: nn.Module, inputs: dict[str, Any]) -> Tensor:

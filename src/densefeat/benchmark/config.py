@@ -105,7 +105,7 @@ class BenchmarkConfig:
         tasks: only these tasks (default: all).
         scale: ``"full"`` or ``"smoke"`` (the demo; the report says so).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        modality: what the runs train on (``"ehr"``, ``"text"``; every run's
+        modality: what the runs train on (``"ehr"``, ``"text"``, ``"multimodal"``; every run's
             ``TrainConfig.modality``).
         trials: random-search trials per trained method, chosen on the tuning split's macro
             probe AUROC (:mod:`densefeat.benchmark.tuning`); 1: every method at its defaults.
@@ -160,8 +160,10 @@ class BenchmarkConfig:
             raise ValueError(f"--probe-folds must be 0 (never) or >= 2, got {self.probe_folds}")
         if self.max_eval_times < 0:
             raise ValueError(f"max_eval_times must be >= 0, got {self.max_eval_times}")
-        if self.modality not in ("ehr", "text"):
-            raise ValueError(f"--modality: the benchmark runs ehr or text, got {self.modality!r}")
+        if self.modality not in ("ehr", "text", "multimodal"):
+            raise ValueError(
+                f"--modality: the benchmark runs ehr, text or multimodal, got {self.modality!r}"
+            )
         if self.scale not in ("full", "smoke"):
             raise ValueError(f"scale must be 'full' or 'smoke', got {self.scale!r}")
 

@@ -369,7 +369,7 @@ def run_benchmark(
     # Fair tuning (densefeat.benchmark.tuning): the same seeded random search for every
     # trained method, chosen on the tuning split; the comparison's runs use the choice.
     tuning: dict[str, Any] | None = None
-    if bench.trials > 1 and source.modality != "ehr":
+    if bench.trials > 1 and source.modality not in ("ehr", "multimodal"):
         tuning = {
             "trials": bench.trials,
             "skipped": f"tuning is not implemented for "

@@ -145,7 +145,7 @@ def adapt_to_data(source: Any, say: Any) -> dict[str, Any]:
     """
     bench = source.bench
     notes: list[str] = []
-    if getattr(source, "modality", None) == "ehr":
+    if getattr(source, "modality", None) in ("ehr", "multimodal"):
         bench, notes = _windows(source, bench, say)
     held = int((source.eval_rows.rows["split"] == "held_out").sum())
     cfg = run_config(RunSpec("dense", "dense", 0), bench)

@@ -192,16 +192,23 @@ def tuning_score(source: Any, run_dir: Path) -> dict[str, Any]:
     from ..train.runs import load_run
     from .geometry import one_thread
 
-    if source.modality != "ehr":
+    # A source with its own embedding of rows (multimodal) says so by a ``tuning_embed``.
+    own_embed = getattr(source, "tuning_embed", None)
+    if source.modality != "ehr" and own_embed is None:
         raise ValueError(f"--trials > 1: tuning is implemented for ehr, not {source.modality}")
     rows = source.eval_rows.rows
     keep = (rows["split"] != "held_out").to_numpy()
     index = np.flatnonzero(keep)
     position = np.full(keep.size, -1)
     position[index] = np.arange(index.size)
-    run = load_run(run_dir, "ehr").to(source.device)
-    store = source.store_for(run.builder)
-    z = embed(run, rows.filter(pl.Series(keep)), store=store, device=source.device, projector=False)
+    if own_embed is not None:
+        z = own_embed(run_dir, rows.filter(pl.Series(keep)))
+    else:
+        run = load_run(run_dir, "ehr").to(source.device)
+        store = source.store_for(run.builder)
+        z = embed(
+            run, rows.filter(pl.Series(keep)), store=store, device=source.device, projector=False
+        )
     per_task: dict[str, float] = {}
     for task in source.tasks:
         tr, va = (

@@ -29,7 +29,7 @@ from .common import add_set_argument
 from .common import names as _names
 
 #: Modalities ``densefeat benchmark`` runs.
-BENCHMARK_MODALITIES = ("ehr", "text")
+BENCHMARK_MODALITIES = ("ehr", "text", "multimodal")
 
 
 def add_common(
@@ -137,7 +137,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--modality",
         default="ehr",
         choices=BENCHMARK_MODALITIES,
-        help="ehr (default) or text (multimodal is not benchmarked yet)",
+        help="ehr (default), text, or multimodal (codes + notes; with --set "
+        "multimodal.groups=vitals=VITAL//,labs=LAB// code-group modalities)",
     )
     add_ablations_argument(parser, default=tuple(ABLATIONS))
     parser.add_argument(

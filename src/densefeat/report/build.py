@@ -26,6 +26,7 @@ from .tables import (
     temporal_tables,
     tuning_table,
 )
+from .tables.crossmodal import crossmodal_table
 from .tables.external import external_table
 from .tables.robustness_auroc import robustness_auroc_table
 from .tables.temporal_k import temporal_k_table
@@ -57,6 +58,11 @@ def build_report(results: Mapping[str, Any]) -> Report:
         *temporal_tables(results),
         temporal_k_table(results),
         alignment_table(results),
+        *(
+            (crossmodal_table(results),)
+            if any(r.get("kind") == "modalities" for r in results.get("alignment") or ())
+            else ()
+        ),
         geometry_table(results),
     )
     scale = str(results["scale"])

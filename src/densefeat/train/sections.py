@@ -371,6 +371,9 @@ class MultimodalConfig:
             (``"mean"`` has no parameters, so modality pairs train everything used).
         max_notes: the most recent notes a multimodal row reads.
         static: add the static modality (static codes + age).
+        groups: code-group modalities instead of codes + notes, ``"NAME=PREFIX[|PREFIX],..."``
+            (e.g. ``"vitals=VITAL//,labs=LAB//"``): one EHR encoder per group over the
+            group's own events (:mod:`densefeat.data.ehr.groups`); empty: codes + notes.
     """
 
     pairs: str = "modalities"
@@ -378,12 +381,22 @@ class MultimodalConfig:
     fusion_hidden: int = 256
     max_notes: int = 4
     static: bool = False
+    groups: str = ""
 
     def validate(self) -> None:
         check_choice("multimodal.pairs", self.pairs, MM_PAIRS)
         check_choice("multimodal.fusion", self.fusion, ("mean", "concat-mlp"))
         check_min("multimodal.max_notes", self.max_notes, 1)
         check_min("multimodal.fusion_hidden", self.fusion_hidden, 1)
+        if self.groups.strip():
+            from ..data.ehr.groups import parse_groups
+
+            n = len(parse_groups(self.groups)) + bool(self.static)
+            if n < 2:
+                raise ValueError(
+                    f"multimodal.groups={self.groups!r}: at least two modalities are needed "
+                    "(two groups, or one group and multimodal.static=true)"
+                )
 
 
 #: Section name -> dataclass, in the order of ``to_dict``.

@@ -83,4 +83,10 @@ def open_source(
                 "label columns"
             )
         return TextSource(data, out, bench, say, device, **options)
-    raise ValueError(f"no benchmark for modality {bench.modality!r} (ehr, text)")
+    if bench.modality == "multimodal":
+        from .multimodal import MultimodalSource
+
+        if options:
+            raise ValueError(f"options {sorted(options)} are for the text benchmark")
+        return MultimodalSource(data, out, bench, labels, say, device)
+    raise ValueError(f"no benchmark for modality {bench.modality!r} (ehr, text, multimodal)")

@@ -52,6 +52,7 @@ from ...data.meds import MedsDataset
 from ...data.multimodal import align_notes
 from ...data.text.meds_notes import notes_from_meds
 from ...methods import get_method
+from ...models.code_groups import CodeGroupEncoder
 from ...models.ehr import EHREncoder
 from ...models.multimodal import MultimodalEncoder
 from ...models.text import build_text_encoder
@@ -80,6 +81,11 @@ __all__ = [
 _NOTE_COLS = ("note_times", "notes")
 
 
+def _grouped(cfg: TrainConfig) -> bool:
+    """Code-group modalities (``multimodal.groups``) instead of codes + notes."""
+    return bool(cfg.multimodal.groups.strip())
+
+
 def _prefixes(cfg: TrainConfig) -> list[str] | None:
     return [p.strip() for p in cfg.notes.codes.split(",") if p.strip()] or None
 
@@ -87,7 +93,15 @@ def _prefixes(cfg: TrainConfig) -> list[str] | None:
 def _notes_at(
     ds: MedsDataset, cfg: TrainConfig, sid: pl.Series, times: pl.Series, suffix: str = ""
 ) -> pl.DataFrame:
-    """``note_times{suffix}``, ``notes{suffix}`` of each (subject, time), in order."""
+    """``note_times{suffix}``, ``notes{suffix}`` of each (subject, time), in order (empty lists
+    under ``multimodal.groups``: code-group runs read no notes)."""
+    if _grouped(cfg):
+        return pl.DataFrame(
+            {
+                "note_times" + suffix: pl.Series([[]] * len(sid), dtype=pl.List(pl.Datetime("us"))),
+                "notes" + suffix: pl.Series([[]] * len(sid), dtype=pl.List(pl.Utf8)),
+            }
+        )
     queries = pl.DataFrame(
         {"subject_id": sid.cast(pl.Int64), "prediction_time": times.cast(pl.Datetime("us"))}
     )
@@ -133,8 +147,13 @@ def prepare_multimodal_data(
     method = get_method(cfg.method)
     opened = open_training(cfg, data_dir, labels, builder)
     ds, train_ids, builder, store = opened.dataset, opened.train_ids, opened.builder, opened.store
-    all_notes = notes_from_meds(ds, code_prefixes=_prefixes(cfg))
-    if all_notes.height == 0:
+    if _grouped(cfg) and cfg.method in ("masked", "masked+dense"):
+        raise ValueError(
+            f"--method {cfg.method}: next-event prediction trains one EHR encoder; under "
+            "multimodal.groups every group has its own (use a pair method or supervised)"
+        )
+    all_notes = None if _grouped(cfg) else notes_from_meds(ds, code_prefixes=_prefixes(cfg))
+    if all_notes is not None and all_notes.height == 0:
         raise ValueError(
             f"{data_dir}: no notes (non-empty text_value events with a code under "
             f"{cfg.notes.codes!r}); a multimodal run needs notes (--set notes.codes=PREFIX, "
@@ -167,10 +186,15 @@ def prepare_multimodal_data(
             rows = pl.concat(
                 [rows, _notes_at(ds, cfg, rows["subject_id"], rows["prediction_time"])],
                 how="horizontal",
-            ).filter(pl.col("notes").list.len() > 0)
-            what = (
-                f"records with notes ({cfg.data.window_days:g}-day cut-offs) of training subjects"
             )
+            if _grouped(cfg):
+                what = f"records ({cfg.data.window_days:g}-day cut-offs) of training subjects"
+            else:
+                rows = rows.filter(pl.col("notes").list.len() > 0)
+                what = (
+                    f"records with notes ({cfg.data.window_days:g}-day cut-offs) of training "
+                    "subjects"
+                )
     require_rows(cfg, method, rows.height, what, f"from {train_ids.len()} training subjects")
     monitor = monitor_rows(ds, store, cfg.log.monitor_size)
     monitor = pl.concat(
@@ -226,6 +250,8 @@ def build_multimodal_network(
     """
     method = get_method(cfg.method)
     enc_cfg = ehr_encoder_config(cfg, builder)
+    if _grouped(cfg):
+        return _build_grouped_network(cfg, builder, enc_cfg)
     tcfg = text_encoder_config(cfg)
     torch.manual_seed(cfg.seed)
     ehr = EHREncoder(enc_cfg)
@@ -248,9 +274,40 @@ def build_multimodal_network(
     return Network(encoder, head, method), configs
 
 
+def _build_grouped_network(
+    cfg: TrainConfig, builder: HistoryBuilder, enc_cfg: Any
+) -> tuple[Network, dict[str, Any]]:
+    """One EHR encoder per code group (+ the static branch), :class:`CodeGroupEncoder`."""
+    from ...data.ehr.groups import code_group_ids, parse_groups
+    from ...data.ehr.vocabulary import N_RESERVED
+    from ...models.code_groups import CodeGroupEncoder
+
+    if enc_cfg.tokens != "events":
+        raise ValueError("multimodal.groups needs data.tokens=events (an hour mixes groups)")
+    method = get_method(cfg.method)
+    groups = parse_groups(cfg.multimodal.groups)
+    table = code_group_ids(builder.vocabulary.code_table()["code"].to_list(), groups, N_RESERVED)
+    torch.manual_seed(cfg.seed)
+    encoders = {g: EHREncoder(enc_cfg) for g in groups}
+    encoder = CodeGroupEncoder(
+        encoders,
+        torch.from_numpy(table),
+        d_out=cfg.encoder.d_model,
+        static_dim=enc_cfg.n_static if cfg.multimodal.static else None,
+        dropout=cfg.encoder.dropout,
+    )
+    head = method.build_head(cfg, cfg.encoder.d_model, enc_cfg.vocab_size, 1)
+    configs = {
+        "ehr": enc_cfg.to_dict(),
+        "groups": {g: list(p) for g, p in groups.items()},
+        "modalities": list(encoder.modalities),
+    }
+    return Network(encoder, head, method), configs
+
+
 @torch.no_grad()
 def embed_multimodal(
-    encoder: MultimodalEncoder,
+    encoder: MultimodalEncoder | CodeGroupEncoder,
     store: EventStore,
     dataset: MedsDataset,
     rows: pl.DataFrame,
@@ -262,7 +319,8 @@ def embed_multimodal(
 
     Returns:
         ``"fused"`` and one (n, d) float32 array per modality (``"codes"``, ``"notes"``,
-        ``"static"``), and ``"has_notes"`` (n,) bool.
+        ``"static"``, or the code groups), ``"has_notes"`` (n,) bool, and for code groups
+        ``"present/<group>"`` (n,) bool (the group has an event by the prediction time).
     """
     was_training = encoder.training
     encoder.eval()
@@ -277,6 +335,9 @@ def embed_multimodal(
         for name, z in {"fused": fused, **per}.items():
             parts.setdefault(name, []).append(z.float().cpu().numpy())
         parts.setdefault("has_notes", []).append(mm.has_notes.cpu().numpy())
+        if isinstance(encoder, CodeGroupEncoder):
+            for g in encoder.groups:
+                parts.setdefault(f"present/{g}", []).append(encoder.present(mm)[g].cpu().numpy())
     encoder.train(was_training)
     if not parts:
         d = encoder.d_out

@@ -1,0 +1,188 @@
+"""Cross-modal alignment: debiased CKA against an n x n reference, planted fixtures, and the
+multimodal benchmark end to end (vitals / labs / static groups) at a tiny budget."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy.stats import ortho_group
+
+from _grouped_cohort import grouped_cohort
+from densefeat.benchmark.config import BenchmarkConfig
+from densefeat.eval.crossmodal import modality_alignment, modality_alignment_records
+from densefeat.functional import linear_cka_debiased
+
+
+def _hsic_unbiased_gram(k: np.ndarray, ll: np.ndarray) -> float:
+    """Song et al. (2012), eq. 5, on n x n Gram matrices with the diagonal removed."""
+    n = k.shape[0]
+    kt, lt = k.copy(), ll.copy()
+    np.fill_diagonal(kt, 0.0)
+    np.fill_diagonal(lt, 0.0)
+    one = np.ones(n)
+    return float(
+        np.trace(kt @ lt)
+        + (one @ kt @ one) * (one @ lt @ one) / ((n - 1) * (n - 2))
+        - 2.0 / (n - 2) * (one @ kt @ lt @ one)
+    ) / (n * (n - 3))
+
+
+def _cka_debiased_reference(x: np.ndarray, y: np.ndarray) -> float:
+    """Debiased linear CKA (Nguyen et al. 2021) from the n x n Gram matrices of the centred
+    features: an independent route from the d x d statistics densefeat uses."""
+    x = x - x.mean(0)
+    y = y - y.mean(0)
+    k, ll = x @ x.T, y @ y.T
+    return _hsic_unbiased_gram(k, ll) / math.sqrt(
+        _hsic_unbiased_gram(k, k) * _hsic_unbiased_gram(ll, ll)
+    )
+
+
+@pytest.mark.parametrize(("n", "da", "db"), [(7, 3, 5), (50, 8, 8), (120, 20, 6)])
+def test_debiased_cka_equals_the_gram_matrix_reference(n, da, db):
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(n, da))
+    y = x[:, :1] @ rng.normal(size=(1, db)) + rng.normal(size=(n, db))
+    assert linear_cka_debiased(x, y) == pytest.approx(_cka_debiased_reference(x, y), rel=1e-10)
+
+
+def test_debiased_cka_is_invariant_to_orthogonal_maps_and_isotropic_scale():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(80, 6))
+    y = x @ rng.normal(size=(6, 6)) + 0.5 * rng.normal(size=(80, 6))
+    ref = linear_cka_debiased(x, y)
+    q = ortho_group.rvs(6, random_state=2)
+    assert linear_cka_debiased(3.7 * x @ q, y + 5.0) == pytest.approx(ref, rel=1e-10)
+    assert linear_cka_debiased(x, 0.01 * y @ q.T) == pytest.approx(ref, rel=1e-10)
+    assert linear_cka_debiased(x, x @ q) == pytest.approx(1.0, rel=1e-12)
+
+
+def test_shared_subspace_is_near_the_floor_and_independent_near_chance():
+    rng = np.random.default_rng(0)
+    n, d, r = 600, 16, 4
+    s = rng.normal(size=(n, r)) * np.array([5.0, 4.0, 3.0, 2.5])  # the shared patterns
+    za = s @ rng.normal(size=(r, d)) + 0.05 * rng.normal(size=(n, d))
+    zb = s @ rng.normal(size=(r, d)) + 0.05 * rng.normal(size=(n, d))
+    shared = modality_alignment(za, zb, k=r)
+    assert shared["floor"] == 0.0 and shared["subspace_distance"] < 0.05
+    assert shared["linear_cka_debiased"] > 0.5
+    assert shared["k_erank"] <= r and shared["subspace_distance_erank"] < 0.05
+    assert max(shared["principal_angles_deg"]) < 5.0
+    # Independent modalities: every distance near its chance level, CKA near 0.
+    zc = rng.normal(size=(n, d))
+    indep = modality_alignment(za, zc, k=r)
+    assert indep["subspace_distance"] == pytest.approx(indep["chance"], abs=0.03)
+    assert indep["subspace_distance_whole"] == pytest.approx(indep["chance_whole"], abs=0.03)
+    assert abs(indep["linear_cka_debiased"]) < 0.05
+    assert indep["chance"] == pytest.approx(math.sqrt(1 - r / (n - 1)))
+    # Whole space = canonical correlations: an invertible linear map of one side is distance 0.
+    m = rng.normal(size=(d, d)) + 3 * np.eye(d)
+    same = modality_alignment(zc, zc @ m, k=r)
+    assert same["subspace_distance_whole"] == pytest.approx(0.0, abs=1e-6)
+    # d >= n - 1: the whole space is undefined, null with a reason (never a fake 0).
+    small = modality_alignment(za[:10], zb[:10], k=r)
+    assert small["subspace_distance_whole"] is None and "n - 1" in small["whole_reason"]
+
+
+def test_records_use_only_rows_where_both_modalities_are_present():
+    rng = np.random.default_rng(3)
+    per = {m: rng.normal(size=(40, 5)) for m in ("vitals", "labs", "static")}
+    present = {"labs": np.arange(40) % 4 != 0}  # labs missing on 10 rows
+    errors: list[str] = []
+    recs = modality_alignment_records(per, present, 3, {"method": "dense", "seed": 0}, errors)
+    pairs = [(r["a"], r["b"], r["n"]) for r in recs]
+    assert pairs == [("vitals", "labs", 30), ("vitals", "static", 40), ("labs", "static", 30)]
+    assert all(r["kind"] == "modalities" and r["n_rows"] == 40 for r in recs)
+    # A pair without enough shared rows is reported, not raised.
+    recs = modality_alignment_records(
+        per, {"labs": np.arange(40) < 2}, 3, {"method": "dense", "seed": 0}, errors
+    )
+    assert len(recs) == 1 and len(errors) == 2 and "at least 3 rows" in errors[0]
+
+
+# ---- the multimodal benchmark end to end ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mm_bench(tmp_path_factory) -> dict[str, Any]:
+    from densefeat.benchmark.run import run_benchmark
+
+    root = tmp_path_factory.mktemp("mmbench")
+    data = grouped_cohort(root, n_subjects=100)
+    bench = BenchmarkConfig(
+        modality="multimodal",
+        methods=("dense", "vicreg", "masked", "supervised", "random"),
+        ablations=(),
+        seeds=1,
+        budget=2,
+        train={
+            "d_model": 16,
+            "n_heads": 2,
+            "n_layers": 1,
+            "proj_hidden": 16,
+            "proj_dim": 16,
+            "max_len": 64,
+            "multimodal.groups": "vitals=VITAL//,labs=LAB//",
+            "multimodal.static": True,
+        },
+        kshots=(2,),
+        draws=1,
+        bootstrap=20,
+        device="cpu",
+        trials=1,
+        perturbations=(("event_dropout", 0.3),),
+    )
+    messages: list[str] = []
+    res = run_benchmark(data, root / "out", bench, say=messages.append)
+    return {"res": res, "out": root / "out", "messages": messages}
+
+
+def test_multimodal_benchmark_end_to_end(mm_bench):
+    res, out = mm_bench["res"], mm_bench["out"]
+    assert res["errors"] == []
+    cfg = res["config"]
+    assert cfg["modality"] == "multimodal"
+    assert cfg["multimodal"]["groups"] == "vitals=VITAL//,labs=LAB//"
+    # masked is dropped with its reason; the others are trained and probed on the fused space.
+    assert [s["method"] for s in cfg["methods_skipped"]] == ["masked"]
+    probed = {p["method"] for p in res["probes"] if p["k"] == "all"}
+    assert {"dense", "vicreg", "supervised", "random", "count_features"} <= probed
+    assert all(0.0 <= p["auroc"] <= 1.0 for p in res["probes"] if p["k"] == "all")
+    # The cross-modal alignment table: every pair of the three modalities, per trained method.
+    cross = [a for a in res["alignment"] if a["kind"] == "modalities"]
+    assert {(a["method"], a["a"], a["b"]) for a in cross} == {
+        (m, a, b)
+        for m in ("dense", "vicreg", "supervised", "random")
+        for a, b in (("vitals", "labs"), ("vitals", "static"), ("labs", "static"))
+    }
+    for a in cross:
+        for key in ("subspace_distance", "chance", "subspace_distance_erank", "chance_erank"):
+            assert 0.0 <= a[key] <= 1.0 + 1e-9, (key, a)
+        assert -1.0 <= a["linear_cka_debiased"] <= 1.0 + 1e-9
+        assert all(0.0 <= x <= 90.0 for x in a["principal_angles_deg"])
+        assert a["floor"] == 0.0 and 1 <= a["k_erank"] <= a["k"] + 16
+    # Robustness through the fused event encoder (a perturbation reaches every group).
+    assert {r["method"] for r in res["robustness"]} >= {"dense", "random"}
+    md = (out / "results.md").read_text()
+    assert "## Cross-modal alignment" in md and "vitals vs labs" in md
+    assert "Cross-modal alignment" in (out / "report.html").read_text()
+    saved = json.loads((out / "results.json").read_text())
+    assert len([a for a in saved["alignment"] if a["kind"] == "modalities"]) == len(cross)
+
+
+def test_a_low_rank_modality_clips_every_k_to_its_rank_without_a_warning():
+    """A static modality is constant within a stay: 12 distinct rows of 60 have rank <= 11."""
+    import warnings
+
+    rng = np.random.default_rng(5)
+    za = rng.normal(size=(60, 16))
+    zb = np.repeat(rng.normal(size=(12, 16)), 5, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        al = modality_alignment(za, zb, k=16)
+    assert al["k"] == 11 and al["k_whole"] == 11 and al["k_erank"] <= 11
+    assert al["chance_whole"] == pytest.approx(math.sqrt(1 - 11 / 59))
