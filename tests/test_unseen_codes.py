@@ -94,7 +94,7 @@ def test_unknown_codes_view():
     assert unknown_codes(batch, 0.0, parents, draws) is batch
 
 
-def _cfg(unk_rate: float) -> TrainConfig:
+def _cfg(unk_rate: float, tokens: str = "events") -> TrainConfig:
     return TrainConfig.from_dict(
         {
             "method": "masked",
@@ -114,7 +114,7 @@ def _cfg(unk_rate: float) -> TrainConfig:
             "max_steps": 4,
             "window_days": 0.25,
             "device": "cpu",
-            "data": {"unk_rate": unk_rate},
+            "data": {"unk_rate": unk_rate, "tokens": tokens},
         }
     )
 
@@ -178,3 +178,63 @@ def test_embed_reports_unseen_codes(meds, tmp_path, capsys):
     out2 = tmp_path / "emb2.parquet"
     assert main(["embed", "--run", str(run), "--data", str(data), "--out", str(out2)]) == 0
     assert json.loads(pl.read_parquet_metadata(out2)["densefeat.unseen_codes"])["codes"] == []
+
+
+def _hour_batch():
+    vocab = Vocabulary(min_subjects=1).fit(_events())
+    builder = HistoryBuilder(vocab, None, max_len=16, tokens="hours")
+    store = builder.encode(_events())
+    sid = store.subject_ids
+    return vocab, store.gather(sid, np.full(sid.size, store.time[:-1].max()))
+
+
+def test_unknown_codes_on_hour_tokens_move_measurements_with_their_values():
+    vocab, batch = _hour_batch()
+    assert batch.is_binned
+    parents = torch.from_numpy(vocab.parent_ids())
+    b, seq, v = batch.bin_values.shape
+    draws = keyed_uniforms(np.arange(b), (2, seq * v), seed=3)
+    out = unknown_codes(batch, 0.5, parents, draws)
+    d = draws.reshape(2, b, seq, v)
+    picked = batch.bin_mask & (d[0] < 0.5)
+    assert picked.any()
+    # A picked variable is missing in its hour unless something else moved onto it.
+    lab = int(vocab.encode(["LAB"])[0])
+    for i, p, var in picked.nonzero().tolist():
+        to_parent = int(parents[var]) != UNK_ID and float(d[1, i, p, var]) < 0.5
+        target = int(parents[var]) if to_parent else UNK_ID
+        assert bool(out.bin_mask[i, p, target])
+        sources = [
+            w
+            for w in range(v)
+            if picked[i, p, w]
+            and (int(parents[w]) if int(parents[w]) != UNK_ID and d[1, i, p, w] < 0.5 else UNK_ID)
+            == target
+        ]
+        kept = batch.bin_mask[i, p, target] and not picked[i, p, target]
+        want = batch.bin_values[i, p, target] if kept else batch.bin_values[i, p, max(sources)]
+        assert float(out.bin_values[i, p, target]) == float(want)
+    # Only UNK / a parent can gain a measurement; nothing enters an hour that had none; the
+    # (B, L) fields are untouched; level 0 is the identity.
+    gained = out.bin_mask & ~batch.bin_mask
+    assert set(gained.nonzero()[:, 2].tolist()) <= {UNK_ID, lab}
+    assert torch.equal(out.mask, batch.mask) and torch.equal(out.codes, batch.codes)
+    assert (out.bin_values[~out.bin_mask] == 0).all() and out.validate()
+    assert torch.equal(out.bin_mask.any(-1), batch.bin_mask.any(-1))
+    assert unknown_codes(batch, 0.0, parents, draws) is batch
+
+
+def test_unk_column_of_hour_tokens_is_trained(meds, tmp_path):
+    data, _ = meds
+    weights = {}
+    for rate in (0.0, 0.2):
+        out = train(_cfg(rate, tokens="hours"), data, tmp_path / f"h{rate}")
+        weights[rate] = load_file(out / "model.safetensors")["encoder.bin_embedding.weight"]
+    # Inputs [values; mask] (V each). Same seed, same initial weights: the PAD column, never
+    # measured, keeps them in both runs; UNK, never measured without replacement, moves only
+    # with it (before this, unk_rate was a silent no-op on hour tokens).
+    v = weights[0.0].shape[1] // 2
+    w0, w1 = weights[0.0], weights[0.2]
+    assert torch.equal(w0[:, v], w1[:, v])  # PAD's mask column: the shared initial value
+    assert not torch.allclose(w0[:, v + UNK_ID], w1[:, v + UNK_ID])
+    assert not torch.allclose(w0[:, UNK_ID], w1[:, UNK_ID])

@@ -8,8 +8,8 @@
 * :mod:`~densefeat.eval.bootstrap`: vectorised patient-level bootstrap of AUROC / AUPRC and
   paired differences.
 * :mod:`~densefeat.eval.checks`: the input checks these share.
-* :mod:`~densefeat.eval.perturb`, :mod:`~densefeat.eval.robustness`: test-time perturbations
-  and embedding drift.
+* :mod:`~densefeat.eval.perturb`, :mod:`~densefeat.eval.perturb_hours` (hour tokens),
+  :mod:`~densefeat.eval.robustness`: test-time perturbations and embedding drift.
 * :mod:`~densefeat.eval.temporal`: temporal stability with its no-drift floor; seed alignment.
 
 Names are imported lazily, so ``import densefeat.eval`` does not import scikit-learn.

@@ -24,6 +24,11 @@ Guarantees of every EHR perturbation (tested):
   and ``age_known`` are unchanged;
 * the identity at level 0.
 
+Hour tokens (``data.tokens=hours``): a batch of hour tokens has lost the time of each
+measurement inside its hour, so the robustness step perturbs the **measurements** read from the
+store and bins them again (:mod:`densefeat.eval.perturb_hours`, same rules, same draws);
+:func:`perturb` on an hour batch only accepts ``event_dropout`` (whole hours).
+
 Randomness. ``generator`` is either a :class:`torch.Generator` (draws of shape ``(B, L)``
 consumed in a fixed order, as :mod:`densefeat.data.ehr.views` does: the perturbation of a row
 then depends on its position in the batch) or a :class:`KeyedRandom`, a counter-based source
@@ -59,6 +64,7 @@ __all__ = [
     "Randomness",
     "code_noise",
     "event_dropout",
+    "keyed_uniforms_of",
     "perturb",
     "perturb_text",
     "perturbation_grid",
@@ -119,17 +125,36 @@ class KeyedRandom:
     def uniform(self, batch: EventBatch, stream: int) -> torch.Tensor:
         """(B, L) float32 uniforms in ``[0, 1)`` on the batch's device."""
         b, seq = batch.codes.shape
-        sid = _as_u64(batch.subject_id.detach().cpu().numpy())
-        pt = _as_u64(batch.prediction_time.detach().cpu().numpy())
-        with np.errstate(over="ignore"):
-            h = _splitmix64(np.array([int(self.seed) & _M64], dtype=np.uint64))
-            h = _splitmix64(h ^ np.uint64(int(stream) & _M64))
-            h = _splitmix64(h ^ sid)
-            h = _splitmix64(h ^ pt)
-            rank = np.arange(seq - 1, -1, -1, dtype=np.uint64)
-            h = _splitmix64(h[:, None] ^ rank[None, :])
-        u = (h >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
+        sid = batch.subject_id.detach().cpu().numpy()
+        pt = batch.prediction_time.detach().cpu().numpy()
+        rank = np.arange(seq - 1, -1, -1, dtype=np.int64)
+        u = keyed_uniforms_of(self.seed, stream, sid[:, None], pt[:, None], rank[None, :])
         return torch.from_numpy(u.reshape(b, seq)).to(batch.codes.device)
+
+
+def keyed_uniforms_of(
+    seed: int, stream: int, subject_id: np.ndarray, prediction_time: np.ndarray, rank: np.ndarray
+) -> np.ndarray:
+    """The :class:`KeyedRandom` uniforms (float32 in ``[0, 1)``) of events given by identity.
+
+    ``subject_id``, ``prediction_time`` (int64 us) and ``rank`` (counted from the row's most
+    recent event, 0) broadcast together; the draw of one event is the same number whether it
+    is read from an event batch (:meth:`KeyedRandom.uniform`) or from a store
+    (:mod:`densefeat.eval.perturb_hours`).
+    """
+    sid, pt, r = np.broadcast_arrays(
+        np.asarray(subject_id, dtype=np.int64),
+        np.asarray(prediction_time, dtype=np.int64),
+        np.asarray(rank, dtype=np.int64),
+    )
+    with np.errstate(over="ignore"):
+        h = _splitmix64(np.array([int(seed) & _M64], dtype=np.uint64))
+        h = _splitmix64(h ^ np.uint64(int(stream) & _M64))
+        h = _splitmix64(h ^ _as_u64(sid.ravel()))
+        h = _splitmix64(h ^ _as_u64(pt.ravel()))
+        h = _splitmix64(h ^ _as_u64(r.ravel()))
+    u = (h >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
+    return u.reshape(sid.shape)
 
 
 #: What the EHR perturbations accept as their source of randomness.
@@ -400,8 +425,11 @@ def perturb(
         # Jittering or renaming an hour token's last event would leave its (B, L, V) values
         # untouched: a silent no-op the robustness table would read as robustness.
         raise ValueError(
-            f"perturbation {name!r} is not defined on hour tokens (data.tokens=hours); "
-            "event_dropout (whole hours) is"
+            f"perturbation {name!r} is not defined on a batch of hour tokens "
+            "(data.tokens=hours): an hour token no longer holds its measurements' times. "
+            "Perturb the store's measurements and re-bin them with "
+            "densefeat.eval.perturb_hours.perturb_hour_rows (what the robustness step does); "
+            "event_dropout on a batch drops whole hours"
         )
     return PERTURBATION_FUNCTIONS[name](batch, level, generator, **kwargs)
 

@@ -31,6 +31,7 @@ from ..data.ehr.store import EventStore
 from ..functional import chance_subspace_distance, subspace_distance
 from ..train.modalities.ehr import encode_histories, row_times
 from .perturb import PERTURBATION_FUNCTIONS, PERTURBATIONS, KeyedRandom
+from .perturb_hours import PerturbedHourStore
 
 __all__ = ["embed_perturbed", "embedding_drift", "perturbed_histories", "robustness_sweep"]
 
@@ -63,12 +64,31 @@ def perturbed_histories(
 ) -> tuple[np.ndarray, int, int]:
     """:func:`embed_perturbed`, also returning the real events before and after perturbing.
 
+    On an hour-token store (``store.tokens == "hours"``) a named perturbation is applied to
+    the measurements with their exact times and the rows are binned again
+    (:mod:`densefeat.eval.perturb_hours`); the counts are then measurements.
+
     Returns:
         ``(z, events_in, events_out)``.
     """
     fn = _resolve(perturbation)
     if fn is not None and fn is PERTURBATION_FUNCTIONS["code_noise"]:
         kwargs.setdefault("vocab_size", int(encoder.config.vocab_size))
+    sid, pt = row_times(rows)
+    named = {f: n for n, f in PERTURBATION_FUNCTIONS.items()}
+    if getattr(store, "tokens", "events") == "hours" and fn in named:
+        # Hour tokens: perturb the measurements with their exact times, then re-bin
+        # (densefeat.eval.perturb_hours); the counts are measurements, not hours.
+        hours = PerturbedHourStore(store, named[fn], level, int(seed), kwargs.get("vocab_size"))
+        z = encode_histories(
+            encoder,
+            hours,
+            sid,
+            pt,
+            batch_size=batch_size,
+            device=device,  # type: ignore[arg-type]
+        ).backbone
+        return z, hours.counts[0], hours.counts[1]
     gen = KeyedRandom(int(seed))
     counts = [0, 0]
 
@@ -79,7 +99,6 @@ def perturbed_histories(
         counts[1] += int(batch.mask.sum())
         return batch
 
-    sid, pt = row_times(rows)
     z = encode_histories(
         encoder, store, sid, pt, batch_size=batch_size, device=device, transform=transform
     ).backbone

@@ -681,6 +681,8 @@ class EHREncoder(nn.Module):
 def event_times(store: EventStore, batch: EventBatch) -> Tensor:
     """Exact (B, L) int64 event times of a batch gathered from ``store`` (0 on padding).
 
+    For hour tokens, the time of each token's last event.
+
     ``EventBatch`` carries event times only as float32 days before the prediction time; this
     recovers the int64 microseconds from the store with the same search the gather used, for
     :meth:`EHREncoder.forward_at` at sub-minute resolution.
@@ -692,6 +694,16 @@ def event_times(store: EventStore, batch: EventBatch) -> Tensor:
     pt = batch.prediction_time.cpu().numpy()
     mask = batch.mask.cpu().numpy()
     seq = mask.shape[1]
+    if batch.is_binned:
+        # Hour tokens: the time of each token's last event (a token is at or before tau
+        # exactly when its whole hour is), from the same binning as the gather.
+        ref, times = store.hours_and_times(sid, pt, seq)
+        if not (
+            np.array_equal(ref.mask.numpy(), mask)
+            and torch.equal(ref.time_before_prediction, batch.time_before_prediction.cpu())
+        ):
+            raise ValueError("event_times: the batch was not gathered from this store")
+        return torch.from_numpy(times.astype(np.int64)).to(batch.codes.device)
     idx = store.index_of(sid)
     cut = rows_searchsorted(store.time, store.start[idx], store.end[idx], pt)
     n = mask.sum(axis=1)

@@ -265,6 +265,14 @@ class EventStore:
 
         Cost: one pass over the rows' events up to their prediction times (vectorised).
         """
+        return self.hours_and_times(subject_id, prediction_time, max_len)[0]
+
+    def hours_and_times(
+        self, subject_id: np.ndarray, prediction_time: np.ndarray, max_len: int | None = None
+    ) -> tuple[EventBatch, np.ndarray]:
+        """:meth:`gather_hours` and the exact (B, L) int64 time of each token's last event
+        (0 on padding): the time a token is "at", which the batch keeps only as float32 days
+        (:func:`densefeat.models.ehr.event_times`)."""
         max_len = self.max_len if max_len is None else max_len
         sid = np.asarray(subject_id, dtype=np.int64)
         pt = np.asarray(prediction_time, dtype=np.int64)
@@ -338,7 +346,7 @@ class EventStore:
         tbp = np.where(mask, (pt[:, None] - t_last) / US_PER_DAY, 0.0)
         age = np.where(mask & known[:, None], (t_last - birth[:, None]) / US_PER_YEAR, 0.0)
         t = torch.from_numpy
-        return EventBatch(
+        batch = EventBatch(
             subject_id=t(sid.copy()),
             prediction_time=t(pt.copy()),
             codes=t(self.code[last].astype(np.int64)),
@@ -353,6 +361,7 @@ class EventStore:
             bin_values=t(bin_values.reshape(b, max_len, n_var)),
             bin_mask=t(bin_mask.reshape(b, max_len, n_var)),
         )
+        return batch, np.where(mask, t_last, 0)
 
     @classmethod
     def concat(

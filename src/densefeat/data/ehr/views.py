@@ -226,16 +226,28 @@ def unknown_codes(
     probability 1/2 where the vocabulary has a parent, and ``UNK`` otherwise. Values, times and
     the mask are unchanged (an unseen lab still has its value), so nothing is added or moved.
 
+    Hour tokens (:attr:`EventBatch.is_binned`): the encoder reads an hour's measurements from
+    ``bin_values`` / ``bin_mask``, not from ``codes``, so the same rule acts on each measured
+    ``(hour, variable)`` of the bins instead: a picked measurement moves, with its value, from
+    column ``v`` to column ``parent_ids[v]`` (probability 1/2 where there is a parent) or
+    ``UNK``; ``v`` becomes missing in that hour. When the target column is already measured
+    in that hour (and not itself picked) it keeps its own value; when several picked variables
+    of one hour land on one column, the highest variable id's value wins (deterministic).
+    ``draws`` is then (2, B, L, V) (or (2, B, L * V)).
+
     Args:
         batch: the input batch.
         rate: share of real events replaced, in [0, 1).
         parent_ids: (vocab_size,) int64, :meth:`Vocabulary.parent_ids` (``UNK_ID`` where none).
-        draws: (2, B, L) uniforms in [0, 1) (:func:`keyed_uniforms`, or ``torch.rand``).
+        draws: (2, B, L) uniforms in [0, 1) (:func:`keyed_uniforms`, or ``torch.rand``);
+            (2, B, L, V) for hour tokens.
     """
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"unk rate must be in [0, 1), got {rate}")
     if rate == 0.0:
         return batch
+    if batch.is_binned:
+        return _unknown_measurements(batch, rate, parent_ids, draws)
     if tuple(draws.shape) != (2, *batch.codes.shape):
         raise ValueError(f"draws: shape {tuple(draws.shape)}, want (2, B, L)")
     draws = draws.to(batch.codes.device)
@@ -244,3 +256,32 @@ def unknown_codes(
     to_parent = (parent != UNK_ID) & (draws[1] < 0.5)
     new = torch.where(to_parent, parent, torch.full_like(parent, UNK_ID))
     return replace(batch, codes=torch.where(picked, new, batch.codes))
+
+
+def _unknown_measurements(
+    batch: EventBatch, rate: float, parent_ids: torch.Tensor, draws: torch.Tensor
+) -> EventBatch:
+    """:func:`unknown_codes` on hour tokens: measurements move to the parent/``UNK`` column."""
+    shape = tuple(batch.bin_values.shape)
+    if draws.ndim == 3 and draws.shape[-1] == shape[1] * shape[2]:
+        draws = draws.reshape(2, *shape)
+    if tuple(draws.shape) != (2, *shape):
+        raise ValueError(f"draws: shape {tuple(draws.shape)}, want (2, B, L, V)={(2, *shape)}")
+    draws = draws.to(batch.bin_values.device)
+    measured = batch.bin_mask
+    picked = measured & (draws[0] < rate)
+    var = torch.arange(shape[2], device=measured.device)
+    parent = parent_ids.to(measured.device)[var].expand(shape)  # (B, L, V)
+    to_parent = (parent != UNK_ID) & (draws[1] < 0.5)
+    target = torch.where(to_parent, parent, torch.full_like(parent, UNK_ID))
+    # Per target column, the highest picked source variable moved there (-1: none).
+    source = torch.where(picked, var.expand(shape), torch.full_like(parent, -1))
+    winner = torch.full_like(parent, -1).scatter_reduce(
+        -1, target, source, reduce="amax", include_self=True
+    )
+    moved = winner >= 0
+    moved_value = batch.bin_values.gather(-1, winner.clamp_min(0))
+    stays = measured & ~picked
+    zero = torch.zeros((), dtype=batch.bin_values.dtype, device=measured.device)
+    values = torch.where(stays, batch.bin_values, torch.where(moved, moved_value, zero))
+    return replace(batch, bin_values=values, bin_mask=stays | moved)

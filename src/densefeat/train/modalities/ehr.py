@@ -250,7 +250,9 @@ def _unknown(
     rate, parents, seed = unk
     # Draws keyed by (seed, step, global row): the same on any world size or after a resume.
     keys = np.asarray(rows, dtype=np.int64) + np.int64(step) * np.int64(1 << 32)
-    draws = keyed_uniforms(keys, (2, batch.seq_len), seed)
+    # Hour tokens: one draw pair per (hour, variable), the measurements the encoder reads.
+    n = batch.seq_len * (batch.bin_values.shape[-1] if batch.is_binned else 1)
+    draws = keyed_uniforms(keys, (2, n), seed)
     return unknown_codes(batch, rate, parents, draws)
 
 
