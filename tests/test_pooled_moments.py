@@ -8,6 +8,8 @@ plain term; state must survive a checkpoint (``get_extra_state``) and a resumed 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -49,16 +51,7 @@ def _np_pooled(batches: list[tuple[torch.Tensor, torch.Tensor]], beta: float) ->
 
 
 def _sub_term_at(covs: list[torch.Tensor], m: Moments) -> torch.Tensor:
-    pooled = Moments(
-        n=m.n,
-        mean_a=m.mean_a,
-        cov_a=covs[0],
-        centred_a=m.centred_a,
-        mean_b=m.mean_b,
-        cov_b=covs[1],
-        cov_ab=covs[2],
-        centred_b=m.centred_b,
-    )
+    pooled = replace(m, cov_a=covs[0], cov_b=covs[1], cov_ab=covs[2])
     return subspace_consistency_from_moments(pooled)
 
 

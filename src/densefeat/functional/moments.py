@@ -13,7 +13,7 @@ Notation (DESIGN.md): ``Zc = Z - mean(Z, 0)``, ``C = Zc^T Zc / (n - 1)``,
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -203,14 +203,5 @@ def pooled_moments(
     )
     correction = 1.0 - momentum ** (updates + 1)
     pooled = [c + (r / correction - c).detach() for c, r in zip(current, new, strict=True)]
-    out = Moments(
-        n=m.n,
-        mean_a=m.mean_a,
-        cov_a=pooled[0],
-        centred_a=m.centred_a,
-        mean_b=m.mean_b,
-        cov_b=pooled[1],
-        cov_ab=pooled[2],
-        centred_b=m.centred_b,
-    )
+    out = replace(m, cov_a=pooled[0], cov_b=pooled[1], cov_ab=pooled[2])
     return out, new  # type: ignore[return-value]
