@@ -40,7 +40,7 @@ TASK = "peptic_ulcer"
 
 
 def test_draws_are_seeded_prefix_stable_and_share_the_common_settings() -> None:
-    for method in ("dense", "simclr", "vicreg", "barlow", "masked", "supervised"):
+    for method in ("dense", "simclr", "vicreg", "barlow", "masked", "masked+dense", "supervised"):
         four, eight = draw_trials(method, 4), draw_trials(method, 8)
         assert four == eight[:4] == draw_trials(method, 4)  # seeded; independent of N
         assert four[0] == {}  # trial 0: the defaults
@@ -62,6 +62,7 @@ def test_draws_are_seeded_prefix_stable_and_share_the_common_settings() -> None:
     assert draw_trials("random", 6) == [{}]  # nothing to train, nothing to tune
     assert "masked.mask_p" not in search_space("masked")  # EHR next-event prediction
     assert "masked.mask_p" in search_space("masked", "text")
+    assert set(search_space("masked+dense")) == {*COMMON_SPACE, "hybrid.w_dense"}
     with pytest.raises(ValueError, match="trials"):
         draw_trials("dense", 0)
 

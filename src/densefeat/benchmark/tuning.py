@@ -110,7 +110,8 @@ COMMON_SPACE: dict[str, Param] = {
 #: the subspace term's shrinkage [3];
 #: SimCLR's temperature [0.1]; VICReg's invariance / variance / covariance weights [25, 25, 1];
 #: Barlow Twins' off-diagonal weight [5e-3]; the masking rate of masked-token prediction
-#: [0.15, text only]. The ranges span the published defaults by about 10x either way.
+#: [0.15, text only]; the ``masked+dense`` hybrid's dense weight [1]. The ranges span the
+#: published defaults by about 10x either way.
 METHOD_SPACES: dict[str, dict[str, Param]] = {
     "dense": {
         "dense.w_spec": Param(0.1, 10.0),
@@ -128,6 +129,8 @@ METHOD_SPACES: dict[str, dict[str, Param]] = {
     },
     "barlow": {"barlow.lambd": Param(1e-3, 5e-2)},
     "masked": {"masked.mask_p": Param(0.05, 0.4, log=False)},
+    # The hybrid's one weight: next-event prediction + w_dense x dense (0.1 .. 10 x default).
+    "masked+dense": {"hybrid.w_dense": Param(0.1, 10.0)},
     "supervised": {},
 }
 
