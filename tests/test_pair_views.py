@@ -19,7 +19,7 @@ from densefeat.methods import backbone_pairs, get_method
 from densefeat.models.ehr import EHREncoder, EHREncoderConfig
 from densefeat.train.config import TrainConfig
 from densefeat.train.modalities.ehr import TrainData, _inputs
-from densefeat.train.views import pair_kind, view_generator, view_pair
+from densefeat.train.views import future_pair, pair_kind, view_generator, view_pair
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +120,39 @@ def test_encoder_embeds_both_views_of_a_pair(setup) -> None:
         ref = enc(inputs["views"])
     torch.testing.assert_close(z[:, 0], ref[:8])
     torch.testing.assert_close(z[:, 1], ref[8:])
+
+
+def test_future_pairs_are_the_past_and_only_the_next_windows_events(setup) -> None:
+    """``data.pairs="future"``: side a is the history at t exactly as a window pair's first
+    side; side b holds exactly the events in (t, t1] (the store's last max_len of them,
+    checked against a plain count of the raw cut-offs), no static values, and the two sides
+    share no event."""
+    _, store, data = setup
+    cfg = TrainConfig(data={"pairs": "future"})
+    rows = np.arange(40)
+    inputs = _inputs(get_method("dense"), data, rows, torch.device("cpu"), cfg, step=0)
+    views = inputs["views"].validate()
+    table = data.rows[rows]
+    sid = table["subject_id"].cast(pl.Int64).to_numpy()
+    t = table["time_t"].cast(pl.Datetime("us")).cast(pl.Int64).to_numpy()
+    t1 = table["time_t1"].cast(pl.Datetime("us")).cast(pl.Int64).to_numpy()
+    past, later = store.gather(sid, t), store.gather(sid, t1)
+    b = len(rows)
+    assert views.batch_size == 2 * b
+    for name in ("codes", "mask", "time_before_prediction", "values", "static"):
+        assert torch.equal(getattr(views, name)[:b], getattr(past, name))
+    assert torch.equal(views.subject_id[b:], past.subject_id)
+    assert (views.static[b:] == 0).all() and not views.age_known[b:].any()
+    idx = store.index_of(sid)
+    new_events = store.count_at_or_before(idx, t1) - store.count_at_or_before(idx, t)
+    gap_days = (t1 - t) / 86_400e6
+    for i in range(b):
+        got = _events(views, b + i)
+        window = [(tb, c) for tb, c in _events(later, i) if tb < gap_days[i]]
+        assert got == window  # exactly the later history's events after t, in order
+        # ... which are all the (t, t1] events, up to the max_len most recent ones
+        assert len(got) == min(int(new_events[i]), later.seq_len)
+        assert len(got) >= 1  # window pairs keep >= 1 new event
+        assert all(tb >= 0 for tb, _ in got)  # nothing after t1 (the prediction time)
+    with pytest.raises(ValueError, match="window_days"):
+        future_pair(past, later, torch.zeros(b))

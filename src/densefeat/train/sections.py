@@ -36,7 +36,7 @@ TEXT_ENCODERS = ("pretrained", "small")
 #: ``text.pairs`` values (see :mod:`densefeat.train.modalities.text`).
 TEXT_PAIRS = ("auto", "views", "adjacent")
 #: ``data.pairs`` values: what an EHR pair is (see :mod:`densefeat.train.views`).
-EHR_PAIRS = ("windows", "views", "mixed")
+EHR_PAIRS = ("windows", "views", "mixed", "future")
 #: ``multimodal.pairs`` values (see :mod:`densefeat.train.modalities.multimodal`).
 MM_PAIRS = ("modalities", "windows")
 #: ``encoder.value_embedding`` values (see :class:`densefeat.models.ehr.EHREncoderConfig`).
@@ -88,7 +88,8 @@ class DataConfig:
         pairs: what the two sides of a pair are (:mod:`densefeat.train.views`):
             ``"windows"`` (the history at ``t`` and at ``t + window_days``), ``"views"`` (two
             random views of the history at ``t + window_days``: time crop, event dropout,
-            numeric noise) or ``"mixed"`` (steps alternate, even steps windows, odd views).
+            numeric noise), ``"mixed"`` (steps alternate, even steps windows, odd views) or
+            ``"future"`` (the history at ``t`` against only the events of ``(t, t1]``).
         view_dropout: event dropout probability of a view.
         view_crop: least fraction of a history's events a view's time crop keeps (1: no crop).
         view_noise: standard deviation of the noise added to a view's normalised values.

@@ -40,7 +40,7 @@ from ...methods import Method, get_method
 from ...models.ehr import EHREncoder, EHREncoderConfig
 from ...models.heads import ProjectionHead
 from ..config import TrainConfig
-from ..views import pair_kind, view_generator, view_pair
+from ..views import future_pair, pair_kind, view_generator, view_pair
 from .base import MONITOR_SPLITS, Embeddings, Modality, Network, Run, Session, read_history
 
 __all__ = [
@@ -274,11 +274,18 @@ def _inputs(
     _, t1 = row_times(table, "time_t1")
     # One history (at t1) per pair; the encoder embeds it at both cut-offs in one pass.
     batch = _unknown(data.store.gather(sid, t1), unk, rows, step)
-    if cfg is not None and pair_kind(cfg.data.pairs, step) == "views":
+    kind = pair_kind(cfg.data.pairs, step) if cfg is not None else "windows"
+    if kind == "views":
         # Two views of the history at t1 (densefeat.train.views); "batch" stays the full
         # history for next-event prediction, which does not use pairs.
         gen = view_generator(cfg.seed, step, int(rows[0]) if len(rows) else 0)
         views = view_pair(batch, gen, cfg.data).validate()
+        return {"batch": batch.to(device), "views": views.to(device)}
+    if kind == "future":
+        # The history at t against the events of (t, t1] alone (densefeat.train.views).
+        past = _unknown(data.store.gather(sid, t), unk, rows, step)
+        days = torch.from_numpy((t1 - t).astype(np.float64) / 86_400e6)
+        views = future_pair(past, batch, days).validate()
         return {"batch": batch.to(device), "views": views.to(device)}
     cutoffs = torch.from_numpy(np.stack([t, t1], axis=1))
     return {"batch": batch.to(device), "cutoffs": cutoffs.to(device)}
