@@ -50,6 +50,7 @@ from .sources import Source, open_source
 from .summary import (
     compare,
     compare_pair,
+    kshot_differences,
     macro_auroc,
     macro_drop,
     macro_tuning_auroc,
@@ -429,6 +430,8 @@ def run_benchmark(
                 for m in dict.fromkeys(m for m, _ in selection)
             },
             "untrained": compare_pair(held, auroc_fn, "dense", "random"),
+            # Exploratory, not a declared endpoint: k-shot AUROC against the untrained encoder.
+            "label_efficiency": kshot_differences(results["probes"], "dense", "random"),
             "robustness": compare(
                 macro_drop(results["robustness"]),
                 drop_fn,

@@ -31,6 +31,7 @@ from .rows import Task
 __all__ = [
     "compare",
     "compare_pair",
+    "kshot_differences",
     "macro_tuning_auroc",
     "resampled_endpoints",
     "summary_table",
@@ -195,6 +196,59 @@ def compare_pair(
         "significant": ci is not None and (ci[1] < 0 or ci[0] > 0),
         "lower_is_better": lower_is_better,
     }
+
+
+def kshot_differences(
+    probes: Sequence[Mapping[str, Any]], a: str, b: str, *, embedding: str = "raw"
+) -> list[dict[str, Any]]:
+    """Label efficiency, ``a - b`` on the k-shot probes' held-out AUROC, per k (exploratory).
+
+    A cell is one ``(seed, task)`` that both methods have (seed ``s`` of ``a`` against seed
+    ``s`` of ``b``; count features have seed 0 only, so they pair with seed 0). Each cell's
+    value is already the mean over the k-shot draws. Per k: the mean difference over the
+    cells, a 95% Student-t interval over them, and how many cells are positive. The cells
+    share held-out rows (the same subjects in every seed and task), so the interval is
+    optimistic; it is a secondary, exploratory comparison, not a declared endpoint (those use
+    the patient-level bootstrap of :func:`compare_pair` on all shots).
+
+    Returns:
+        one record per k with at least 2 cells, in increasing k: ``{"k", "a", "b", "n_cells",
+        "difference", "difference_ci", "positive_cells"}``.
+    """
+    from scipy import stats
+
+    values: dict[tuple[str, Any, str, int], float] = {}
+    for r in probes:
+        k, auroc = r.get("k"), r.get("auroc")
+        if r.get("embedding", "raw") != embedding or not isinstance(k, int) or auroc is None:
+            continue
+        if math.isfinite(float(auroc)):
+            values[(r["method"], r["seed"], r["task"], k)] = float(auroc)
+    out = []
+    for k in sorted({key[3] for key in values}):
+        diffs = np.array(
+            [
+                v - values[(b, seed, task, kk)]
+                for (m, seed, task, kk), v in sorted(values.items(), key=str)
+                if m == a and kk == k and (b, seed, task, kk) in values
+            ]
+        )
+        if diffs.size < 2:
+            continue
+        mean = float(diffs.mean())
+        half = float(stats.t.ppf(0.975, diffs.size - 1) * diffs.std(ddof=1) / math.sqrt(diffs.size))
+        out.append(
+            {
+                "k": k,
+                "a": a,
+                "b": b,
+                "n_cells": int(diffs.size),
+                "difference": mean,
+                "difference_ci": [mean - half, mean + half],
+                "positive_cells": int((diffs > 0).sum()),
+            }
+        )
+    return out
 
 
 def best_baseline(select_by: Mapping[tuple[str, int], float], names: Sequence[str]) -> str | None:

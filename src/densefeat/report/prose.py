@@ -220,6 +220,7 @@ def endpoint_sentences(results: Mapping[str, Any]) -> tuple[str, ...]:
         )
     if isinstance(cmp, Mapping):
         endpoints += _selection_and_untrained(cmp)
+        endpoints += _label_efficiency(cmp)
     collapsed = [r["method"] for r in results.get("table") or () if r.get("collapsed")]
     if collapsed:
         tuned = " (after tuning)" if (results.get("tuning") or {}).get("methods") else ""
@@ -275,6 +276,27 @@ def _selection_and_untrained(cmp: Mapping[str, Any]) -> list[str]:
             "patient-level bootstrap)."
         )
     return out
+
+
+def _label_efficiency(cmp: Mapping[str, Any]) -> list[str]:
+    """dense against the untrained encoder on the k-shot probes (exploratory, one sentence)."""
+    rows = [r for r in cmp.get("label_efficiency") or () if r.get("difference_ci")]
+    if not rows:
+        return []
+    parts = []
+    for r in rows:
+        lo, hi = (num(float(x), "drop") for x in r["difference_ci"])
+        parts.append(f"k = {r['k']} {signed(float(r['difference']))} [{lo}, {hi}]")
+    above = [str(r["k"]) for r in rows if float(r["difference_ci"][0]) > 0]
+    below = [str(r["k"]) for r in rows if float(r["difference_ci"][1]) < 0]
+    verdict = (
+        f"interval above 0 at k = {', '.join(above)}" if above else "no interval above 0"
+    ) + (f", below 0 at k = {', '.join(below)}" if below else "")
+    return [
+        "Exploratory, not a declared endpoint: dense − untrained encoder on k-shot probe AUROC "
+        f"(k labelled subjects per class; 95% t-interval over seed × task cells, which share "
+        f"held-out rows): {'; '.join(parts)}; {verdict}."
+    ]
 
 
 #: densefeat.eval.temporal scores a window only with at least this many subjects per k.
