@@ -388,3 +388,33 @@ def test_cli_probe_k_is_refused_and_names_shots(capsys: pytest.CaptureFixture[st
     assert main(["probe", "--embeddings", "e.parquet", "--labels", "l.parquet", "--k", "8"]) == 2
     err = capsys.readouterr().err
     assert "--k is the subspace dimension" in err and "--shots" in err
+
+
+def test_k_shot_draw_of_identical_shots_scores_every_row_alike() -> None:
+    """Two ICU stays with equal code counts at hour 6 once stopped a whole benchmark ("all 33
+    features of X are constant"): such a draw now gives one score to every test row (AUROC
+    0.5, AUPRC the weighted prevalence), is counted, and the other draws are untouched."""
+    rng = np.random.default_rng(3)
+    n = 60
+    y = np.arange(n) % 2 == 0
+    # Training rows: features carry the label, except one positive and one negative that are
+    # identical copies of each other (the rows drawn at k = 1 below decide).
+    X = rng.normal(size=(n, 4)) + y[:, None]
+    X_te = rng.normal(size=(40, 4)) + (np.arange(40) % 2 == 0)[:, None]
+    y_te = np.arange(40) % 2 == 0
+    g = np.arange(n)
+    one = kshot_probe(X, y, g, X[:0], y[:0], g[:0], X_te, y_te, ks=(1,), draws=4, seed=0)[0]
+    assert one["n_uninformative_draws"] == 0
+    shots = [sample_k_shot(y, g, 1, np.random.default_rng([0, 1, r])) for r in range(4)]
+    X_same = X.copy()
+    X_same[shots[2]] = X[shots[2][0]]  # draw 2's positive and negative become identical
+    got = kshot_probe(X_same, y, g, X[:0], y[:0], g[:0], X_te, y_te, ks=(1,), draws=4, seed=0)
+    (rec,) = got
+    assert rec["n_uninformative_draws"] == 1
+    draw = rec["draws"][2]
+    assert draw["uninformative"] and draw["auroc"] == 0.5
+    assert draw["auprc"] == pytest.approx(y_te.mean())
+    # the other draws are fitted probes (informative features, AUROC well above chance)
+    for r in (0, 1, 3):
+        assert "uninformative" not in rec["draws"][r] and rec["draws"][r]["auroc"] > 0.6
+    assert rec["auroc"] == pytest.approx(np.mean([d["auroc"] for d in rec["draws"]]))

@@ -33,7 +33,13 @@ import numpy as np
 from ...data.splits import SPLIT_NAMES
 from ..checks import as_binary, as_matrix
 from ..ranking import weighted_auroc, weighted_average_precision
-from .estimator import DEFAULT_CS, LinearProbe, blas_threads, standardization_stats
+from .estimator import (
+    DEFAULT_CS,
+    LinearProbe,
+    _constant_features,
+    blas_threads,
+    standardization_stats,
+)
 from .inputs import check_eval_weights, check_part, check_split_table, require_classes
 
 __all__ = [
@@ -201,8 +207,11 @@ def kshot_probe(
         draws), ``auroc_sd`` (sd over draws, ddof=1; None for one draw), ``auroc_ci`` (None:
         the spread is the sd), the same for ``auprc``, ``C`` (``fixed_C``, or None when chosen
         per draw), ``selection`` (how C was set), ``skipped`` and ``reason`` (why a k was
-        skipped), and ``draws`` (per draw: ``draw``, ``auroc``, ``auprc``, ``C``,
-        ``val_auroc``, ``n_train``, ``n_train_subjects``, ``n_val``, ``converged``).
+        skipped), ``n_uninformative_draws`` (draws whose 2k shots are equal in every feature:
+        no probe can be fitted, so every test row gets the same score, AUROC 0.5), and
+        ``draws`` (per draw: ``draw``, ``auroc``, ``auprc``, ``C``, ``val_auroc``,
+        ``n_train``, ``n_train_subjects``, ``n_val``, ``converged``, and ``uninformative``
+        on such a draw).
 
     Raises:
         ValueError: bad input, test rows without both classes, a non-positive k or draws.
@@ -247,6 +256,35 @@ def kshot_probe(
             max_k_without_selection,
             max_iter,
         )
+
+
+def _all_constant(Z: np.ndarray) -> bool:
+    """Every feature of the rows constant (the estimator's own rule): nothing to fit."""
+    return bool(_constant_features(Z.mean(axis=0), Z.std(axis=0)).all())
+
+
+def _uninformative_draw(
+    r: int,
+    shots: np.ndarray,
+    gtr: np.ndarray,
+    Zte: np.ndarray,
+    yte: np.ndarray,
+    w: np.ndarray | None,
+) -> dict[str, Any]:
+    """A draw whose shots are identical in every feature: one constant score for every row."""
+    scores = np.zeros(Zte.shape[0])
+    return {
+        "draw": r,
+        "auroc": weighted_auroc(scores, yte, w),
+        "auprc": weighted_average_precision(scores, yte, w),
+        "C": None,
+        "val_auroc": None,
+        "n_train": int(shots.size),
+        "n_train_subjects": int(np.unique(gtr[shots]).size),
+        "n_val": 0,
+        "converged": True,
+        "uninformative": True,
+    }
 
 
 def _kshot_loop(
@@ -294,6 +332,12 @@ def _kshot_loop(
         for r in range(draws):
             rng = np.random.default_rng([seed, k, r])
             shots = sample_k_shot(ytr, gtr, k, rng)
+            if _all_constant(Ztr[shots]):
+                # The shots cannot be told apart (e.g. two ICU stays with the same code
+                # counts at hour 6): the probe has nothing to learn and ranks every test row
+                # alike, AUROC 0.5 by ties. A draw, not the benchmark, pays for it.
+                per_draw.append(_uninformative_draw(r, shots, gtr, Zte, yte, w))
+                continue
             if select:
                 val = sample_k_shot(yva, gva, min(k, val_pos), rng, k_neg=min(k, val_neg))
                 probe = LinearProbe(C=None, Cs=Cs, standardize=False, max_iter=max_iter)
@@ -316,6 +360,7 @@ def _kshot_loop(
                     "converged": bool(probe.converged_),
                 }
             )
+        uninformative = sum(bool(d.get("uninformative")) for d in per_draw)
         auroc, auroc_sd = _mean_sd([d["auroc"] for d in per_draw])
         auprc, auprc_sd = _mean_sd([d["auprc"] for d in per_draw])
         records.append(
@@ -332,6 +377,7 @@ def _kshot_loop(
                 "selection": selection,
                 "skipped": False,
                 "reason": None,
+                "n_uninformative_draws": uninformative,
                 "draws": per_draw,
             }
         )
