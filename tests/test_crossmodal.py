@@ -295,6 +295,14 @@ def test_multimodal_benchmark_end_to_end(mm_bench):
     }
     assert all(p["subspace_distance"]["difference_ci"] is not None for p in paired)
     assert "## Cross-modal alignment: dense minus each method" in md and "dense − vicreg" in md
+    # Temporal windows hold fewer than 4k = 64 held-out subjects here: scored at a clipped k
+    # (floor(n / 4)) with the clip stated, instead of an empty table.
+    temporal = res["temporal"]
+    assert temporal and {r["method"] for r in temporal} >= {"dense", "random"}
+    for r in temporal:
+        assert r["n"] < 64 and r["k"] == r["n"] // 4 < 16 and r["k_requested"] == 16
+        assert r["chance"] == pytest.approx(math.sqrt(1 - r["k"] / (r["n"] - 1)))
+    assert "Windows with fewer than 4k subjects are scored at k = floor(n / 4)" in md
     saved = json.loads((out / "results.json").read_text())
     assert len([a for a in saved["alignment"] if a["kind"] == "modalities"]) == len(cross)
 
