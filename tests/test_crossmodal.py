@@ -13,7 +13,12 @@ from scipy.stats import ortho_group
 
 from _grouped_cohort import grouped_cohort
 from densefeat.benchmark.config import BenchmarkConfig
-from densefeat.eval.crossmodal import modality_alignment, modality_alignment_records
+from densefeat.eval.crossmodal import (
+    CI_METRICS,
+    modality_alignment,
+    modality_alignment_records,
+    paired_alignment_differences,
+)
 from densefeat.functional import linear_cka_debiased
 
 
@@ -104,6 +109,112 @@ def test_records_use_only_rows_where_both_modalities_are_present():
     assert len(recs) == 1 and len(errors) == 2 and "at least 3 rows" in errors[0]
 
 
+# ---- bootstrap CIs ------------------------------------------------------------------------
+
+
+def _subject_fixture(n_subjects: int = 150, rows_per: int = 3, seed: int = 7):
+    """Three modalities of ``rows_per`` rows per subject: a and b share a subject-level
+    pattern, c is independent; labs are missing on a few rows."""
+    rng = np.random.default_rng(seed)
+    subj = np.repeat(np.arange(n_subjects), rows_per)
+    latent = rng.normal(size=(n_subjects, 3))[subj] + 0.3 * rng.normal(size=(subj.size, 3))
+    per = {
+        "vitals": latent @ rng.normal(size=(3, 8)) + rng.normal(size=(subj.size, 8)),
+        "labs": latent @ rng.normal(size=(3, 6)) + rng.normal(size=(subj.size, 6)),
+        "static": rng.normal(size=(subj.size, 5)),
+    }
+    present = {"labs": np.arange(subj.size) % 10 != 0}
+    return per, present, subj
+
+
+def test_alignment_cis_contain_the_point_estimate():
+    per, present, subj = _subject_fixture()
+    arrays: dict[str, np.ndarray] = {}
+    recs = modality_alignment_records(
+        per, present, 4, {"method": "dense", "seed": 0},
+        groups=subj, n_resamples=200, seed=3, arrays=arrays,
+    )  # fmt: skip
+    assert len(recs) == 3
+    for r in recs:
+        assert r["ci_resamples"] == 200 and r["ci_valid"] == 200
+        assert arrays[f"crossmodal/{r['a']}/{r['b']}"].shape == (200, len(CI_METRICS))
+        for m in CI_METRICS:
+            lo, hi = r[f"{m}_ci"]
+            assert lo <= r[m] <= hi, (r["a"], r["b"], m, lo, r[m], hi)
+            assert hi - lo > 0.0  # subject sampling moves every number
+    # The shared pair is far from chance with a CI that says so; the independent one is not.
+    va, vs = recs[0], recs[1]
+    assert (va["a"], va["b"], vs["b"]) == ("vitals", "labs", "static")
+    assert va["subspace_distance_ci"][1] < va["chance"]
+    assert va["linear_cka_debiased_ci"][0] > 0.3
+    assert vs["linear_cka_debiased_ci"][0] < 0.0 < vs["linear_cka_debiased_ci"][1]
+
+
+def test_the_resampling_keeps_subjects_whole_and_is_shared_by_every_pair(monkeypatch):
+    import densefeat.eval.crossmodal as cm
+
+    per, present, subj = _subject_fixture(n_subjects=40)
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    real = cm.alignment_resamples
+
+    def spy(z_a, z_b, ks, weights):
+        seen.append(np.asarray(weights))
+        return real(z_a, z_b, ks, weights)
+
+    monkeypatch.setattr(cm, "alignment_resamples", spy)
+    cm.modality_alignment_records(
+        per, present, 3, {"method": "m", "seed": 0}, groups=subj, n_resamples=50, seed=1
+    )
+    both_labs = present["labs"]
+    w_vl, w_vs = seen[0], seen[1]  # vitals vs labs (labs rows only), vitals vs static (all)
+    assert w_vs.shape == (50, subj.size) and w_vl.shape == (50, int(both_labs.sum()))
+    for b in range(50):
+        # A subject's rows are all in or all out, with one multiplicity (its draw count).
+        for s in np.unique(subj):
+            counts = w_vs[b, subj == s]
+            assert np.all(counts == counts[0])
+        assert np.all(w_vs[b] == np.rint(w_vs[b]))
+        # Every pair restricts the same draw of subjects to its own rows.
+        np.testing.assert_array_equal(w_vl[b], w_vs[b, both_labs])
+    # Subjects, not rows, are drawn: each resample draws 40 subjects (3 rows each).
+    assert np.all(w_vs.sum(1) == subj.size)
+
+
+def test_paired_differences_of_identical_methods_are_exactly_zero_and_else_paired():
+    per, present, subj = _subject_fixture()
+    arrays: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+    records = []
+    rng = np.random.default_rng(0)
+    worse = {m: z + 3.0 * rng.normal(size=z.shape) for m, z in per.items()}
+    for method, emb in (("dense", per), ("twin", per), ("noisy", worse)):
+        arrays[(method, 0)] = {}
+        records += modality_alignment_records(
+            emb, present, 4, {"method": method, "seed": 0},
+            groups=subj, n_resamples=100, seed=5, arrays=arrays[(method, 0)],
+        )  # fmt: skip
+    diffs = paired_alignment_differences(records, arrays)
+    assert {(d["method"], d["a"], d["b"]) for d in diffs} == {
+        (m, a, b)
+        for m in ("twin", "noisy")
+        for a, b in (("vitals", "labs"), ("vitals", "static"), ("labs", "static"))
+    }
+    for d in diffs:
+        assert d["reference"] == "dense" and d["n_resamples"] == 100
+        for m in CI_METRICS:
+            if d["method"] == "twin":
+                assert d[m]["difference"] == 0.0 and d[m]["difference_ci"] == [0.0, 0.0]
+    # Noise destroys the shared pattern: dense is closer (lower distance, higher CKA) with a
+    # paired CI excluding 0; the point difference equals the records' difference.
+    noisy = next(d for d in diffs if d["method"] == "noisy" and d["b"] == "labs")
+    rec = {r["method"]: r for r in records if r["b"] == "labs" and r["a"] == "vitals"}
+    dist = noisy["subspace_distance"]
+    assert dist["difference"] == pytest.approx(
+        rec["dense"]["subspace_distance"] - rec["noisy"]["subspace_distance"], abs=1e-12
+    )
+    assert dist["difference_ci"][1] < 0.0
+    assert noisy["linear_cka_debiased"]["difference_ci"][0] > 0.0
+
+
 # ---- the multimodal benchmark end to end ------------------------------------------------------
 
 
@@ -170,6 +281,28 @@ def test_multimodal_benchmark_end_to_end(mm_bench):
     md = (out / "results.md").read_text()
     assert "## Cross-modal alignment" in md and "vitals vs labs" in md
     assert "Cross-modal alignment" in (out / "report.html").read_text()
+    # Every number of the table has a subject-level CI (min(--bootstrap, 200) = 20 resamples)
+    # containing it, and dense is compared with every other method on paired resamples.
+    for a in cross:
+        assert a["ci_resamples"] == 20
+        for m in ("subspace_distance", "subspace_distance_erank", "linear_cka_debiased"):
+            assert a[f"{m}_ci"][0] <= a[m] <= a[f"{m}_ci"][1], (m, a)
+    paired = res["crossmodal_comparison"]
+    assert {(p["method"], p["a"], p["b"]) for p in paired} == {
+        (m, a, b)
+        for m in ("vicreg", "supervised", "random")
+        for a, b in (("vitals", "labs"), ("vitals", "static"), ("labs", "static"))
+    }
+    assert all(p["subspace_distance"]["difference_ci"] is not None for p in paired)
+    assert "## Cross-modal alignment: dense minus each method" in md and "dense − vicreg" in md
+    # Temporal windows hold fewer than 4k = 64 held-out subjects here: scored at a clipped k
+    # (floor(n / 4)) with the clip stated, instead of an empty table.
+    temporal = res["temporal"]
+    assert temporal and {r["method"] for r in temporal} >= {"dense", "random"}
+    for r in temporal:
+        assert r["n"] < 64 and r["k"] == r["n"] // 4 < 16 and r["k_requested"] == 16
+        assert r["chance"] == pytest.approx(math.sqrt(1 - r["k"] / (r["n"] - 1)))
+    assert "Windows with fewer than 4k subjects are scored at k = floor(n / 4)" in md
     saved = json.loads((out / "results.json").read_text())
     assert len([a for a in saved["alignment"] if a["kind"] == "modalities"]) == len(cross)
 

@@ -195,11 +195,31 @@ def test_records_chance_label_and_skipped_windows(stationary):
     assert set(rec) >= {"window", "label", "n", "k", "subspace_distance", "floor", "chance"}
     assert {"subspace_distance_erank", "floor_erank", "chance_erank", "k_whole"} <= set(rec)
     # A window with too few subjects is skipped, not scored on noise.
-    few = pairs.head(10)
-    recs, skipped = window_records(few, {k: v[:10] for k, v in emb.items()}, k=K)
+    few = pairs.head(7)
+    recs, skipped = window_records(few, {k: v[:7] for k, v in emb.items()}, k=K)
+    assert recs == [] and skipped == [{"window": 1, "n": 7}]
+    recs, skipped = window_records(pairs.head(10), {k: v[:10] for k, v in emb.items()}, k=K,
+                                   min_rows=4 * K)  # fmt: skip
     assert recs == [] and skipped == [{"window": 1, "n": 10}]
     with pytest.raises(ValueError, match="min_rows"):
         window_records(pairs, emb, k=K, min_rows=K)
+
+
+def test_a_small_window_is_scored_at_a_clipped_k_with_floor_and_chance_at_it(stationary):
+    """Fewer than 4k subjects: k -> floor(n / 4), stated; floor and chance at the clipped k."""
+    store, encoder, pairs = stationary
+    emb = window_embeddings(encoder, store, pairs, batch_size=50)
+    n = 13  # < 4 K = 16: k clipped to 3
+    sub = {key: v[:n] for key, v in emb.items()}
+    (rec,), skipped = window_records(pairs.head(n), sub, k=K)
+    assert skipped == [] and rec["n"] == n
+    assert rec["k"] == 3 and rec["k_requested"] == K and "k clipped 4 -> 3" in rec["k_note"]
+    assert rec["subspace_distance"] == subspace_distance(sub["z_t"], sub["z_t1"], 3)
+    assert rec["floor"] == subspace_distance(sub["z_a"], sub["z_b"], 3)
+    assert rec["chance"] == pytest.approx(math.sqrt(1 - 3 / (n - 1)))
+    # A window at or above 4k keeps k and says nothing.
+    (full,), _ = window_records(pairs, emb, k=K)
+    assert full["k"] == K and "k_note" not in full
 
 
 def test_pairs_from_periodic_cuts_and_no_window(stationary):

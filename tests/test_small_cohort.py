@@ -162,9 +162,12 @@ def test_external_site_is_validated_for_every_run(small_bench: dict[str, Any]) -
 
     res = small_bench["res"]
     ext = res["external"]
-    probe_only = ("count_features", "counts_only", "hours_since_admission")
-    runs = {(p["method"], p["seed"]) for p in res["probes"] if p["method"] not in probe_only}
+    # Every trained run and both count baselines (not the ICU control, not a baseline).
+    runs = {
+        (p["method"], p["seed"]) for p in res["probes"] if p["method"] != "hours_since_admission"
+    }
     assert {(r["method"], r["seed"]) for r in ext} == runs
+    assert {("count_features", 0), ("counts_only", 0)} <= runs
     events = read_meds_dataset(small_bench["site_b"]).events().collect()
     timed = events.filter(events["time"].is_not_null())
     new = timed["code"].str.starts_with("LAB//NEW").sum()
@@ -179,6 +182,81 @@ def test_external_site_is_validated_for_every_run(small_bench: dict[str, Any]) -
         )
     md = (small_bench["out"] / "results.md").read_text()
     assert "External validation on meds" in md
+
+
+def _hand_counts(events: Any, rows: Any, vocab: list[str]) -> np.ndarray:
+    """log(1 + count) of each vocabulary code among a subject's static events and events at or
+    before the cut-off, by plain Python loops (independent of code_count_features)."""
+    by_subject: dict[int, list[tuple[Any, str]]] = {}
+    for sid, t, code in events.select("subject_id", "time", "code").iter_rows():
+        by_subject.setdefault(sid, []).append((t, code))
+    col = {c: j for j, c in enumerate(vocab)}
+    out = np.zeros((rows.height, len(vocab)))
+    for i, (sid, cutoff) in enumerate(rows.select("subject_id", "prediction_time").iter_rows()):
+        for t, code in by_subject.get(sid, ()):
+            if code in col and (t is None or t <= cutoff):
+                out[i, col[code]] += 1
+    return np.log1p(out)
+
+
+def test_count_features_transfer_equals_a_hand_built_fit_on_a_score_on_b(
+    small_bench: dict[str, Any],
+) -> None:
+    """counts_only on site B: A-train vocabulary, counts by hand on both sites, scikit-learn's
+    logistic regression fitted on A's train rows (standardised with A-train statistics, C by
+    AUROC on A's tuning rows, ties to the smallest C), AUROC on every B row."""
+    import polars as pl
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    from densefeat.data.ehr.builder import HistoryBuilder
+    from densefeat.data.meds import read_meds_dataset
+    from densefeat.eval.probe.estimator import DEFAULT_CS
+
+    res = small_bench["res"]
+    data_a, data_b = Path(res["dataset"]["path"]), small_bench["site_b"]
+    ds_a, ds_b = read_meds_dataset(data_a), read_meds_dataset(data_b)
+    data_cfg = res["config"]["train"]["data"]  # the run's settings, as the benchmark fitted
+    voc = HistoryBuilder.fit(
+        ds_a,
+        split="train",
+        max_len=data_cfg["max_len"],
+        min_subjects=data_cfg["min_code_subjects"],
+        tokens=data_cfg["tokens"],
+    ).vocabulary
+    parents = set(voc.parent_codes_)
+    vocab = [c for c in voc.code_table()["code"].to_list() if not c.startswith("MEDS_")]
+    vocab = [c for c in vocab if c not in parents]
+
+    def rows(ds: Any, data: Path) -> Any:
+        lab = pl.read_parquet(data / "labels" / "outcome.parquet")
+        return lab.join(ds.splits, on="subject_id").sort("subject_id", "prediction_time")
+
+    rows_a, rows_b = rows(ds_a, data_a), rows(ds_b, data_b)
+    xa = _hand_counts(ds_a.events().collect(), rows_a, vocab)
+    xb = _hand_counts(ds_b.events().collect(), rows_b, vocab)
+    ya, yb = rows_a["boolean_value"].to_numpy(), rows_b["boolean_value"].to_numpy()
+    tr = (rows_a["split"] == "train").to_numpy()
+    tu = (rows_a["split"] == "tuning").to_numpy()
+    mu, sd = xa[tr].mean(0), xa[tr].std(0)
+    sd = np.where(sd <= 1e-10 * np.maximum(1.0, np.abs(mu)), 1.0, sd)
+    best, best_auc = None, -1.0
+    for c in DEFAULT_CS:
+        m = LogisticRegression(C=c, max_iter=1000).fit((xa[tr] - mu) / sd, ya[tr])
+        auc = roc_auc_score(ya[tu], m.decision_function((xa[tu] - mu) / sd))
+        if auc > best_auc + 1e-12:
+            best, best_auc = m, auc
+    expected = roc_auc_score(yb, best.decision_function((xb - mu) / sd))
+    (rec,) = [r for r in res["external"] if r["method"] == "counts_only"]
+    assert rec["n_b"] == yb.size and rec["n_pos_b"] == int(yb.sum())
+    assert rec["transfer_auroc"] == pytest.approx(expected, abs=1e-6)
+    assert rec["auroc_drop"] == pytest.approx(rec["within_auroc"] - rec["transfer_auroc"])
+    # B's renamed labs have no count column: they are in the unknown share.
+    assert rec["unk_event_share"] >= rec["unseen_code_event_share"] > 0.0
+    (full,) = [r for r in res["external"] if r["method"] == "count_features"]
+    assert "error" not in full and 0.0 <= full["transfer_auroc"] <= 1.0
+    md = (small_bench["out"] / "results.md").read_text()
+    assert "counts_only" in md.split("External validation on meds")[1]
 
 
 def test_icu_hours_control_alone_and_added_to_every_method(small_bench: dict[str, Any]) -> None:

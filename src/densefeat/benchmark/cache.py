@@ -106,6 +106,7 @@ def probe_features(
     features: Callable[[], np.ndarray],
     ctx: ProbeContext,
     geometry_rows: np.ndarray | None = None,
+    extra: Callable[[np.ndarray], dict[str, list[dict[str, Any]]]] | None = None,
 ) -> tuple[RunResult, bool]:
     """A probe-only baseline's evaluation (``OUT/eval/<name>/seed0.json``): reused when its
     fingerprint ``fp`` matches, else computed from ``features()`` and saved.
@@ -117,6 +118,8 @@ def probe_features(
         features: the (n, d) features of the evaluation rows (called only when needed).
         ctx: the probes' context.
         geometry_rows: a boolean mask of the rows whose geometry to record (None: none).
+        extra: more record sections from the features (e.g. ``{"external": [...]}``), saved
+            and reused with the evaluation.
 
     Returns:
         ``(result, reused)``.
@@ -130,5 +133,7 @@ def probe_features(
     if geometry_rows is not None:
         record = geometry_record(z[geometry_rows])
         result.records["geometry"] = [{"method": name, "seed": 0, "output": "backbone", **record}]
+    if extra is not None:
+        result.records.update(extra(z))
     save_eval(path, fp, result)
     return result, False

@@ -8,6 +8,12 @@ cross-fitted probe on the same rows, the drop and paired patient-level CIs. Besi
 share of B's events whose code never occurs in A's training split, and the share that the
 run's vocabulary maps to ``UNK`` (unseen or below the vocabulary's cut-off).
 
+The count baselines (``count_features``, ``counts_only``) are validated the same way
+(:meth:`ExternalSite.feature_records`): their vocabulary and normalisation come from A's
+training split, B's rows are built with them, and the same transfer / within-site / drop
+records are written (seed 0; ``unk_event_share``: B's timed events whose code has no count
+column).
+
 Site B's tasks: ``--external-labels`` files, else B's own ``labels/`` directory, else its
 built-in onset tasks; only tasks site A also has are validated. B's rows are capped like A's
 (``max_eval_times``: all positives plus a hashed uniform sample of negatives, weighted back).
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +92,9 @@ class ExternalSite:
         )
         codes = self.ds.events().filter(timed).select("code").collect()["code"]
         self.n_events = int(codes.len())
-        self.unseen_share = float(1.0 - codes.is_in(train_codes).mean()) if self.n_events else 0.0
+        self.unseen_share = (
+            float(1.0 - codes.is_in(train_codes.implode()).mean()) if self.n_events else 0.0
+        )
         self._stores: dict[str, Any] = {}
         self._unk: dict[str, float] = {}
         say(
@@ -127,6 +136,46 @@ class ExternalSite:
             return []
         store, unk = self._store(run.builder)
         z_b = embed(run, self.rows.rows, store=store, device=device).backbone
+        return self._validate(spec.name, spec.seed, z_a, z_b, ctx, unk)
+
+    def feature_records(
+        self,
+        name: str,
+        z_a: np.ndarray,
+        features_b: Callable[[Any, pl.DataFrame], np.ndarray],
+        ctx: Any,
+        feature_codes: list[str],
+    ) -> list[dict[str, Any]]:
+        """The external-validation records of a probe-only baseline (count features).
+
+        Args:
+            name: the baseline's table name.
+            z_a: site A's evaluation rows' features (in ``ctx.eval_rows.rows`` order).
+            features_b: ``(dataset, cutoffs) -> (n, d)`` features built with site A's
+                vocabulary and training-split normalisation (never refitted on B), applied to
+                site B's dataset and its rows' ``subject_id, cutoff``.
+            ctx: site A's probe context.
+            feature_codes: the codes with a count column; ``unk_event_share`` is the share of
+                B's timed events with any other code (they are counted nowhere).
+        """
+        if self.rows is None:
+            return []
+        cut = self.rows.rows.select("subject_id", pl.col("prediction_time").alias("cutoff"))
+        z_b = features_b(self.ds, cut)
+        codes = self.ds.events().filter(pl.col("time").is_not_null()).select("code").collect()
+        unk = (
+            float(1.0 - codes["code"].is_in(pl.Series(feature_codes).implode()).mean())
+            if codes.height
+            else 0.0
+        )
+        return self._validate(name, 0, z_a, z_b, ctx, unk)
+
+    def _validate(
+        self, name: str, seed: int, z_a: np.ndarray, z_b: np.ndarray, ctx: Any, unk: float
+    ) -> list[dict[str, Any]]:
+        """Per task: :func:`~densefeat.eval.external.external_validation` of A's rows ``z_a``
+        against B's rows ``z_b`` (``self.rows.rows`` order)."""
+        assert self.rows is not None
         out = []
         for task in self.tasks:
             if task.name not in ctx.eval_rows.task_rows:
@@ -134,8 +183,8 @@ class ExternalSite:
             a = ctx.eval_rows.task_rows[task.name]
             b = self.rows.task_rows[task.name]
             base = {
-                "method": spec.name,
-                "seed": spec.seed,
+                "method": name,
+                "seed": seed,
                 "task": task.name,
                 "site": Path(self.data).name,
                 "unseen_code_event_share": self.unseen_share,
@@ -152,7 +201,7 @@ class ExternalSite:
                     weights_b=b["weight"].to_numpy(),
                     folds=max(ctx.bench.probe_folds, 2),
                     n_bootstrap=ctx.bench.bootstrap,
-                    seed=spec.seed,
+                    seed=seed,
                 )
             except ValueError as e:  # e.g. a site-A split without both classes: said, not fatal
                 out.append({**base, "error": str(e)})

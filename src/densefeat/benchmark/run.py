@@ -410,6 +410,13 @@ def run_benchmark(
         _add(results, result)  # controls (ICU hours): reported, never a baseline candidate
     results.setdefault("errors", [])
     results["alignment"] += _alignment(names, arrays, bench.k, results["errors"])
+    if any(r.get("kind") == "modalities" for r in results["alignment"]):
+        # Multimodal runs: dense minus each method on the cross-modal table, paired resamples.
+        from ..eval.crossmodal import paired_alignment_differences
+
+        results["crossmodal_comparison"] = paired_alignment_differences(
+            results["alignment"], arrays
+        )
 
     # Primary endpoints with a shared patient-level bootstrap of the held-out subjects.
     comparison = None

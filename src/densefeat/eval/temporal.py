@@ -243,6 +243,12 @@ def _label(pairs: pl.DataFrame, window: int) -> str:
     return f"w{window} -> w{window + 1}"
 
 
+#: Subjects per subspace dimension a window needs (the default ``min_rows = 4 k``).
+ROWS_PER_K = 4
+#: The smallest clipped k a window is scored at (below it, the window is skipped).
+MIN_CLIPPED_K = 2
+
+
 def window_records(
     pairs: pl.DataFrame,
     embeddings: dict[str, np.ndarray],
@@ -255,15 +261,21 @@ def window_records(
         pairs: the pair table the embeddings were computed on (same order).
         embeddings: ``{"z_t", "z_t1", "z_a", "z_b"}``.
         k: subspace dimension.
-        min_rows: least number of subjects for a window to be scored (default ``4 k``: the
-            distance of a k-dim subspace estimated from barely more than k rows is mostly
-            noise).
+        min_rows: least number of subjects for a window to be scored at ``k``. Default
+            ``4 k`` (the distance of a k-dim subspace estimated from barely more than k rows is
+            mostly noise), and then a window with fewer subjects is not left out but scored at
+            ``k_w = floor(n / 4)`` (the same 4 subjects per dimension; :data:`ROWS_PER_K`),
+            when ``k_w >= 2`` (:data:`MIN_CLIPPED_K`), as the small-cohort rule clips k
+            elsewhere: its record's ``k`` is ``k_w``, with ``k_requested`` and ``k_note``,
+            and its floor and chance are at ``k_w`` too. An explicit ``min_rows`` skips every
+            window below it (no clipping).
 
     Returns:
         ``(records, skipped)``: records ``{"window", "label", "n", "k", "subspace_distance",
         "floor", "chance"}`` by window, and ``{"window", "n"}`` of windows with too few rows.
     """
-    min_rows = 4 * k if min_rows is None else int(min_rows)
+    clip = min_rows is None
+    min_rows = ROWS_PER_K * k if min_rows is None else int(min_rows)
     if min_rows < k + 2:
         raise ValueError(f"min_rows must be >= k + 2 = {k + 2}, got {min_rows}")
     window = pairs["window"].cast(pl.Int64).to_numpy()
@@ -273,19 +285,28 @@ def window_records(
     for w in np.unique(window):
         rows = np.flatnonzero(window == w)
         n = int(rows.size)
+        k_w, clipped = int(k), {}
         if n < min_rows:
-            skipped.append({"window": int(w), "n": n})
-            continue
+            if not clip or n // ROWS_PER_K < MIN_CLIPPED_K:
+                skipped.append({"window": int(w), "n": n})
+                continue
+            k_w = n // ROWS_PER_K
+            clipped = {
+                "k_requested": int(k),
+                "k_note": f"k clipped {k} -> {k_w}: {n} subjects (< {ROWS_PER_K}k = "
+                f"{ROWS_PER_K * k}); floor and chance at k = {k_w}",
+            }
         z = {key: val[rows] for key, val in embeddings.items()}
         records.append(
             {
                 "window": int(w),
                 "label": _label(pairs[rows], int(w)),
                 "n": n,
-                "k": int(k),
-                "subspace_distance": subspace_distance(z["z_t"], z["z_t1"], k),
-                "floor": subspace_distance(z["z_a"], z["z_b"], k),
-                "chance": chance_subspace_distance(n, k),
+                "k": k_w,
+                **clipped,
+                "subspace_distance": subspace_distance(z["z_t"], z["z_t1"], k_w),
+                "floor": subspace_distance(z["z_a"], z["z_b"], k_w),
+                "chance": chance_subspace_distance(n, k_w),
                 **other_k_fields(z, n),
             }
         )
@@ -367,7 +388,8 @@ def temporal_stability(
         k: subspace dimension.
         every, anchor, subjects, min_history, min_new_events: how pairs are built when
             ``pairs`` is None (pass the held-out subjects as ``subjects``).
-        min_rows: least subjects per scored window (default ``4 k``).
+        min_rows: least subjects per scored window at ``k`` (default ``4 k``, smaller windows
+            scored at a clipped k: :func:`window_records`).
         batch_size, device: as for the embeddings (histories are cut to the store's
             ``max_len``).
 

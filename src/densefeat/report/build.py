@@ -26,7 +26,7 @@ from .tables import (
     temporal_tables,
     tuning_table,
 )
-from .tables.crossmodal import crossmodal_table
+from .tables.crossmodal import crossmodal_paired_table, crossmodal_table
 from .tables.external import external_table
 from .tables.robustness_auroc import robustness_auroc_table
 from .tables.temporal_k import temporal_k_table
@@ -63,6 +63,7 @@ def build_report(results: Mapping[str, Any]) -> Report:
             if any(r.get("kind") == "modalities" for r in results.get("alignment") or ())
             else ()
         ),
+        *((crossmodal_paired_table(results),) if results.get("crossmodal_comparison") else ()),
         geometry_table(results),
     )
     scale = str(results["scale"])

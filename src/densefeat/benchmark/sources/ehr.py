@@ -231,25 +231,50 @@ class EHRSource:
         ]
         cut = self.eval_rows.rows.select("subject_id", pl.col("prediction_time").alias("cutoff"))
 
-        def counts() -> np.ndarray:
+        # Both builders take (dataset, cutoffs) so that --external's site B is built with
+        # site A's training vocabulary and normalisation (never refitted on B).
+        def counts(ds: Any, cutoffs: pl.DataFrame) -> np.ndarray:
             return code_count_features(
-                self.ds.events().select("subject_id", "time", "code"), cut, vocab
+                ds.events().select("subject_id", "time", "code"), cutoffs, vocab
             )
 
-        def counts_last() -> np.ndarray:
+        def counts_last(ds: Any, cutoffs: pl.DataFrame) -> np.ndarray:
             if builder.normalizer is None:  # pragma: no cover - fit always makes one
-                return counts()
-            events = self.ds.events().select("subject_id", "time", "code", "numeric_value")
-            return count_last_features(events, cut, vocabulary, builder.normalizer, vocab)[0]
+                return counts(ds, cutoffs)
+            events = ds.events().select("subject_id", "time", "code", "numeric_value")
+            return count_last_features(events, cutoffs, vocabulary, builder.normalizer, vocab)[0]
+
+        site = self.external
+
+        def external(name: str, build: Any) -> Any:
+            if site is None:
+                return None
+
+            def records(z: np.ndarray) -> dict[str, list[dict[str, Any]]]:
+                self.say(f"{name}: external validation")
+                return {"external": site.feature_records(name, z, build, self.ctx, vocab)}
+
+            return records
 
         out = []
         norm = None if builder.normalizer is None else builder.normalizer.to_dict()
-        fp = fingerprint(eval_fp_base, vocab, vocabulary.to_dict(), norm, "count_last/1")
-        result, _ = probe_features(self.out, "count_features", fp, counts_last, self.ctx)
-        out.append(("count_features", result))
-        fp = fingerprint(eval_fp_base, vocab)
-        result, _ = probe_features(self.out, "counts_only", fp, counts, self.ctx)
-        out.append(("counts_only", result))
+        for name, build, fp in (
+            (
+                "count_features",
+                counts_last,
+                fingerprint(eval_fp_base, vocab, vocabulary.to_dict(), norm, "count_last/1"),
+            ),
+            ("counts_only", counts, fingerprint(eval_fp_base, vocab)),
+        ):
+            result, _ = probe_features(
+                self.out,
+                name,
+                fp,
+                lambda build=build: build(self.ds, cut),
+                self.ctx,
+                extra=external(name, build),
+            )
+            out.append((name, result))
         return out
 
     def controls(self, eval_fp_base: list[Any]) -> list[tuple[str, RunResult]]:

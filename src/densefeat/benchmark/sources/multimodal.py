@@ -14,7 +14,9 @@ Probes read the **fused** embedding. Per run, besides the EHR measurements, the 
 alignment** of every pair of modality embeddings on the held-out evaluation rows where both are
 present (:mod:`densefeat.eval.crossmodal`): sample-space subspace distance at the fixed k, at
 round(effective rank) and over the whole space, with floor and chance, principal angles and
-debiased CKA; records of kind ``"modalities"`` in ``results["alignment"]``.
+debiased CKA, each with a subject-level bootstrap CI (``min(--bootstrap, 200)`` resamples
+shared by every run); records of kind ``"modalities"`` in ``results["alignment"]``, and dense
+minus every other method with paired CIs in ``results["crossmodal_comparison"]``.
 
 Methods: ``masked`` and ``masked+dense`` are dropped under code groups (next-event prediction
 trains one EHR encoder; each group has its own) and kept with notes (they train the codes
@@ -27,6 +29,7 @@ on events, not notes): stated in ``config.temporal_reason`` and ``config.robustn
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +37,7 @@ from typing import Any
 import polars as pl
 import torch
 
-from ...eval.crossmodal import modality_alignment_records
+from ...eval.crossmodal import MAX_RESAMPLES, RESAMPLE_SEED, modality_alignment_records
 from ...eval.robustness import perturbed_histories
 from ...eval.temporal import temporal_stability
 from ...train.modalities.multimodal import embed as embed_multimodal
@@ -129,8 +132,23 @@ class MultimodalSource(EHRSource):
         if "notes" in per:
             present["notes"] = z.extra["has_notes"][held]
         problems: list[str] = []
+        t_ci = time.perf_counter()
+        # Subject-level bootstrap CIs, the same resamples for every run (paired differences
+        # in results["crossmodal_comparison"], densefeat.benchmark.run).
         result.records["alignment"] = modality_alignment_records(
-            per, present, bench.k, base, problems
+            per,
+            present,
+            bench.k,
+            base,
+            problems,
+            groups=held_rows["subject_id"].to_numpy(),
+            n_resamples=min(bench.bootstrap, MAX_RESAMPLES),
+            seed=RESAMPLE_SEED,
+            arrays=result.arrays,
+        )
+        self.say(
+            f"{spec.key}: cross-modal alignment with {min(bench.bootstrap, MAX_RESAMPLES)} "
+            f"bootstrap resamples in {time.perf_counter() - t_ci:.1f} s"
         )
         for p in problems:
             self.say(f"{spec.key}: cross-modal alignment skipped for {p}")

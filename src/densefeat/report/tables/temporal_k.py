@@ -51,6 +51,14 @@ def temporal_k_table(results: Mapping[str, Any]) -> Table:
         cells = (Cell(method), *(_cell(groups[method], form) for form in _FORMS))
         rows.append(Row(cells, method=method, kind=row_kind(results, method)))
     k = results["config"].get("k")
+    clipped = sorted({(r["window"], r["n"], r["k"]) for r in recs if r.get("k_note")})
+    clip_note = (
+        f" Windows with fewer than 4k subjects are scored at k = floor(n / 4) (floor and "
+        f"chance at that k): {len(clipped)} window(s), k "
+        f"{min(c[2] for c in clipped)}–{max(c[2] for c in clipped)} instead of {k}."
+        if clipped
+        else ""
+    )
     return Table(
         "temporal-k",
         "Temporal stability at three subspace dimensions",
@@ -61,7 +69,7 @@ def temporal_k_table(results: Mapping[str, Any]) -> Table:
         "its variance over many directions is not judged on an arbitrary top-k of near-tied "
         "eigenvalues; whole space: k = d, where the distance is sqrt(1 − mean squared "
         "canonical correlation), invariant to whitening (undefined when d ≥ n − 1). Compare a "
-        "distance with its own floor and chance, never across columns.",
+        "distance with its own floor and chance, never across columns." + clip_note,
         ("method", f"k = {k}", "k = round(effective rank)", "whole space (k = d)"),
         tuple(rows),
         empty=None if rows else "results.json has no temporal records.",
