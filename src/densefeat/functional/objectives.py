@@ -23,7 +23,9 @@ import torch
 from torch import Tensor
 
 from ..choices import CONSISTENCY_FORMS, DEFAULT_CONSISTENCY, DEFAULT_SHRINKAGE, DEFAULT_WEIGHTS
+from ._numerics import RIDGE, SHIFT_FLOOR, TINY, VAR_EPS, cholesky
 from ._validation import as_matrix, check_pair
+from .fused import FusedConfig, fused_dense_terms
 from .moments import Moments, moments
 
 __all__ = [
@@ -47,10 +49,9 @@ __all__ = [
 # DEFAULT_SHRINKAGE (g in C + g tr(C)/d I) are defined in densefeat.choices, imported above,
 # so that parsers read them without importing torch.
 
-_VAR_EPS = 1e-4  # VICReg's eps inside the sqrt of the variance hinge
-_RIDGE = 1e-4  # relative ridge: eps = 1e-4 * tr(C) / d
-_TINY = 1e-30  # absolute floor so an all-constant batch does not divide by zero
-_SHIFT_FLOOR = 1e-12  # least shift of the "shrunk" form's trace-normalised covariances
+# The constants and the checked Cholesky live in ._numerics, shared with the fused path.
+_VAR_EPS, _RIDGE, _TINY, _SHIFT_FLOOR = VAR_EPS, RIDGE, TINY, SHIFT_FLOOR
+_cholesky = cholesky
 
 
 def warn_small_batch(n: int, d: int) -> None:
@@ -72,20 +73,6 @@ def warn_small_batch(n: int, d: int) -> None:
 def _ridge(c: Tensor) -> Tensor:
     d = c.shape[0]
     return _RIDGE * c.diagonal().sum() / d + _TINY
-
-
-def _cholesky(m: Tensor, what: str) -> Tensor:
-    chol, info = torch.linalg.cholesky_ex(m)
-    message = (
-        f"{what}: Cholesky factorisation failed (matrix not positive definite; "
-        "the input probably contains NaN/inf or overflowed)"
-    )
-    if m.device.type != "cpu":
-        # Reading `info` on the host would stall the GPU every step: check on the device.
-        torch._assert_async(info == 0, message)
-    elif int(info) != 0:
-        raise ValueError(message)
-    return chol
 
 
 class _LogdetSPD(torch.autograd.Function):
@@ -428,12 +415,17 @@ def dense_feature_loss_from_moments(
     consistency: str = DEFAULT_CONSISTENCY,
     shrinkage: float = DEFAULT_SHRINKAGE,
     sub_moments: Moments | None = None,
+    reference: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """:func:`dense_feature_loss` on precomputed (possibly global-batch) moments.
 
     ``sub_moments``: the moments the subspace term reads instead of ``m`` (the pooled
     statistics of :func:`densefeat.functional.moments.pooled_moments`); the spectral and
     orthogonality terms always read this batch's ``m``.
+
+    ``reference``: compute term by term with float64 factorisations (the reference of the
+    tests) instead of the fused node of :mod:`densefeat.functional.fused`, which the default
+    variants (coding-rate spectral balance, "shrunk" consistency, no ``top_k``) use otherwise.
     """
     if m.cov_b is None:
         raise ValueError("dense_feature_loss needs paired moments (za and zb)")
@@ -448,6 +440,11 @@ def dense_feature_loss_from_moments(
         else spectral_balance_entropy_from_cov
     )
     out_dtype = m.cov_a.dtype
+    fused_ok = spectral_variant == "coding_rate" and (
+        w_sub == 0.0 or (consistency == "shrunk" and top_k is None)
+    )
+    if fused_ok and not reference:
+        return _fused_loss(m, sub_moments, w_spec, w_orth, w_sub, shrinkage)
     # Every term works on float64 d x d matrices: convert them once, not once per term.
     m = replace(
         m,
@@ -480,6 +477,29 @@ def dense_feature_loss_from_moments(
     return total.to(out_dtype), terms
 
 
+def _fused_loss(
+    m: Moments,
+    sub_moments: Moments | None,
+    w_spec: float,
+    w_orth: float,
+    w_sub: float,
+    shrinkage: float,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The default variants through :func:`densefeat.functional.fused.fused_dense_terms`."""
+    assert m.cov_b is not None and m.cov_ab is not None
+    cfg = FusedConfig(w_spec=w_spec, w_orth=w_orth, w_sub=w_sub, shrinkage=float(shrinkage))
+    out_dtype = m.cov_a.dtype
+    sub = None
+    if sub_moments is not None and w_sub != 0.0:
+        if sub_moments.cov_b is None or sub_moments.cov_ab is None:
+            raise ValueError("subspace consistency needs paired moments (za and zb)")
+        sub = (sub_moments.cov_a, sub_moments.cov_b, sub_moments.cov_ab)
+    total, parts = fused_dense_terms(m.cov_a, m.cov_b, m.cov_ab, cfg, out_dtype, sub=sub)
+    terms = {name: value.to(out_dtype) for name, value in parts.items()}
+    terms["loss"] = total.detach().to(out_dtype)
+    return total.to(out_dtype), terms
+
+
 def dense_feature_loss(
     za: Tensor,
     zb: Tensor,
@@ -491,6 +511,7 @@ def dense_feature_loss(
     spectral_variant: str = "coding_rate",
     consistency: str = DEFAULT_CONSISTENCY,
     shrinkage: float = DEFAULT_SHRINKAGE,
+    reference: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The dense-feature objective on a pair of windows/views/modalities.
 
@@ -505,6 +526,8 @@ def dense_feature_loss(
         spectral_variant: ``"coding_rate"`` (default) or ``"entropy"``.
         consistency: form of the subspace term, ``"shrunk"`` (default) or ``"cca"``.
         shrinkage: ``g`` of the ``"shrunk"`` form.
+        reference: the per-term float64 path instead of the fused one (tests' reference; see
+            :func:`dense_feature_loss_from_moments`).
 
     Returns:
         ``(loss, terms)``: the 0-d loss and a dict of detached term values (unweighted sums over
@@ -523,4 +546,5 @@ def dense_feature_loss(
         spectral_variant=spectral_variant,
         consistency=consistency,
         shrinkage=shrinkage,
+        reference=reference,
     )
