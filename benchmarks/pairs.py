@@ -10,6 +10,8 @@ Usage::
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/pairs.py --out /tmp/pairs
     python benchmarks/pairs.py --steps 150 --arms dense:windows:365 dense:views:365
+    python benchmarks/pairs.py --data setA --max-eval-times 2000 --arms dense:future:0.5 \\
+        dense:windows:0.5 dense:views:0.5 random:windows:0.5           # ICU, 12-hour windows
 
 An arm is ``method:pairs:window_days``. Runs are reused/resumed (benchmark run rules), so an
 interrupted measurement continues. Prints one line per arm and writes ``OUT/pairs.json``.
@@ -48,6 +50,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS))
     ap.add_argument("--no-counts", action="store_true", help="skip the count-features baseline")
+    ap.add_argument(
+        "--max-eval-times",
+        type=int,
+        default=BenchmarkConfig.max_eval_times,
+        help="cap on the evaluation prediction times (as densefeat benchmark's option)",
+    )
     args = ap.parse_args()
     if args.data is None:
         from densefeat.data.convert.eunomia import eunomia_meds
@@ -62,6 +70,7 @@ def main() -> None:
         perturbations=(),
         trials=1,
         device="cpu",
+        max_eval_times=args.max_eval_times,
     )
     source = EHRSource(args.data, args.out, bench, None, print, torch.device("cpu"))
     results = []

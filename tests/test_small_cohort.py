@@ -107,6 +107,11 @@ def test_small_cohort_runs_the_whole_benchmark(small_bench: dict[str, Any]) -> N
     assert "cross-fitting" in notes and cfg["crossfit_tasks"].keys() == {"outcome"}
     assert cfg["k_requested"] == 16 and cfg["k"] < 16 and cfg["window_days"] < 365
     assert any(m.startswith("windows:") for m in small_bench["messages"])
+    # ICU-stay data (the fixture is a PhysioNet 2019 conversion) trains on future pairs.
+    assert "pairs: ICU-stay data; data.pairs windows -> future" in notes
+    for method in ("dense", "vicreg"):
+        run_cfg = json.loads((out / "runs" / method / "seed0" / "config.json").read_text())
+        assert run_cfg["train"]["data"]["pairs"] == "future"
     full = [p for p in res["probes"] if p["k"] == "all"]
     assert {p["method"] for p in full} >= {"dense", "vicreg", "supervised", "random"}
     assert {p["method"] for p in full} >= {"dense-no_sub", "count_features"}
@@ -287,3 +292,19 @@ def test_hours_since_admission_by_hand(tmp_path: Path) -> None:
     np.testing.assert_allclose(hours_since_admission(ds, rows)[:, 0], [0.0, 5.5])
     with pytest.raises(ValueError, match="no timed event"):
         hours_since_admission(ds, rows.with_columns(prediction_time=pl.lit(t0 - dt.timedelta(1))))
+
+
+def test_icu_pairs_default_yields_to_the_user_and_other_data() -> None:
+    from types import SimpleNamespace
+
+    from densefeat.benchmark.config import BenchmarkConfig
+    from densefeat.benchmark.small import ICU_PAIRS, _icu_pairs
+
+    icu = SimpleNamespace(ds=SimpleNamespace(metadata={"etl_name": "densefeat.physionet2019"}))
+    other = SimpleNamespace(ds=SimpleNamespace(metadata={"etl_name": "densefeat.eunomia"}))
+    said: list[str] = []
+    bench, notes = _icu_pairs(icu, BenchmarkConfig(), said.append)
+    assert bench.train["data.pairs"] == ICU_PAIRS and notes == said and len(notes) == 1
+    user = BenchmarkConfig(train={"data.pairs": "views"})  # the user's choice is kept
+    assert _icu_pairs(icu, user, said.append) == (user, [])
+    assert _icu_pairs(other, BenchmarkConfig(), said.append) == (BenchmarkConfig(), [])

@@ -162,3 +162,37 @@ def test_lazy_packages_export_their_names(package: str) -> None:
     assert set(module.__all__) <= set(dir(module))
     with pytest.raises(AttributeError, match="no_such_name"):
         module.no_such_name  # noqa: B018
+
+
+def test_wait_policy_passive_only_on_a_busy_machine_and_never_over_the_user() -> None:
+    from densefeat.cli import BUSY_LOAD, omp_wait_policy
+
+    assert omp_wait_policy({}, BUSY_LOAD) == "PASSIVE"
+    assert omp_wait_policy({}, 3.0) == "PASSIVE"
+    assert omp_wait_policy({}, BUSY_LOAD - 0.01) is None
+    assert omp_wait_policy({}, None) is None  # no load average on this platform
+    assert omp_wait_policy({"OMP_WAIT_POLICY": "ACTIVE"}, 3.0) is None
+    assert omp_wait_policy({"GOMP_SPINCOUNT": "1000"}, 3.0) is None
+
+
+@pytest.mark.parametrize(("load", "expected"), [(5.0, "PASSIVE"), (0.0, None)])
+def test_the_entry_point_sets_the_policy_before_torch_loads(load: float, expected: str | None):
+    # Through the real entry point in a fresh interpreter with the load average pinned: the
+    # variable is set in the process environment, and torch is not loaded yet (the OpenMP
+    # runtime reads it once, when torch loads it).
+    probe = (
+        "import json, os, runpy, sys\n"
+        f"os.getloadavg = lambda: ({load}, {load}, {load})\n"
+        "sys.argv = ['densefeat', 'analyze', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('densefeat', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(json.dumps([os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    policy, torch_loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert policy == expected and torch_loaded is False

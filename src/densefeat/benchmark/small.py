@@ -14,6 +14,12 @@ exceeds the held-out rows, and a held-out split of 4 subjects gives AUROC CIs of
   twice, never below 8.
 * **k**: clipped to ``min(k, n_held - 1, d_model)`` (``n_held`` the held-out evaluation rows):
   a k-dim subspace of fewer than k + 1 centred rows does not exist.
+* **Pairs on ICU-stay data** (PhysioNet 2019 conversions, :func:`~densefeat.benchmark.icu.is_icu`):
+  unless ``--set data.pairs`` is given, ``future`` pairs (:data:`ICU_PAIRS`). Two windows of
+  one stay share its static values (age, sex, unit, admission offset) and, with long histories,
+  most of their events, so ``windows`` pairs teach the subspace term the patient; a ``future``
+  pair shares no event and has no static values on its later side. Chosen on set A's tuning
+  split (docs/design.md §4.3).
 * **Cross-fitting**: a task with fewer than :data:`MIN_HELD_POSITIVES` held-out positives or
   :data:`MIN_HELD_SUBJECTS` held-out subjects is probed by subject-grouped K-fold cross-fitting
   over all its labelled rows (``--probe-folds K``, :mod:`densefeat.eval.probe.crossfit`).
@@ -34,6 +40,7 @@ from .config import RunSpec
 from .runs import run_config
 
 __all__ = [
+    "ICU_PAIRS",
     "MIN_BATCHES",
     "MIN_HELD_POSITIVES",
     "MIN_HELD_SUBJECTS",
@@ -52,6 +59,8 @@ WINDOW_CANDIDATES = (365.0, 90.0, 30.0, 7.0, 1.0, 0.25, 1 / 24)
 MIN_BATCHES = 4
 #: The smallest batch the benchmark lowers ``batch_size`` to (batch statistics need rows).
 MIN_BATCH = 8
+#: ``data.pairs`` on ICU-stay data unless the user sets it (module docstring).
+ICU_PAIRS = "future"
 
 
 def crossfit_reason(task_rows: pl.DataFrame, folds: int) -> str | None:
@@ -132,6 +141,23 @@ def _windows(source: Any, bench: Any, say: Any) -> tuple[Any, list[str]]:
     return bench, notes
 
 
+def _icu_pairs(source: Any, bench: Any, say: Any) -> tuple[Any, list[str]]:
+    """``data.pairs = ICU_PAIRS`` on ICU-stay data the user did not set it for."""
+    from .icu import is_icu
+
+    if not is_icu(source.ds) or _user_set(bench, "data.pairs"):
+        return bench, []
+    old = run_config(RunSpec("dense", "dense", 0), bench).data.pairs
+    if old == ICU_PAIRS:
+        return bench, []
+    note = (
+        f"pairs: ICU-stay data; data.pairs {old} -> {ICU_PAIRS} (the later window without the "
+        "stay's static values; --set data.pairs to choose)"
+    )
+    say(note)
+    return replace(bench, train={**bench.train, "data.pairs": ICU_PAIRS}), [note]
+
+
 def _fmt_days(days: float) -> str:
     return f"{days:g}-day" if days >= 1 else f"{days * 24:g}-hour"
 
@@ -147,6 +173,10 @@ def adapt_to_data(source: Any, say: Any) -> dict[str, Any]:
     notes: list[str] = []
     if getattr(source, "modality", None) in ("ehr", "multimodal"):
         bench, notes = _windows(source, bench, say)
+    if getattr(source, "modality", None) == "ehr":
+        # Multimodal runs pair modalities of one row, not windows: data.pairs does not apply.
+        bench, icu_notes = _icu_pairs(source, bench, say)
+        notes += icu_notes
     held = int((source.eval_rows.rows["split"] == "held_out").sum())
     cfg = run_config(RunSpec("dense", "dense", 0), bench)
     d = int(cfg.encoder.d_model)

@@ -9,7 +9,8 @@ section       settings
 ``optim``     AdamW and its schedule: ``lr``, ``adam_eps``, ``weight_decay``,
               ``warmup_steps``, ``grad_clip``
 ``data``      EHR histories and pairs: ``max_len``, ``min_code_subjects``, ``window_days``,
-              ``pairs`` (windows / views / mixed), ``view_dropout``, ``view_crop``, ``view_noise``
+              ``pairs`` (windows / views / mixed / future), ``view_dropout``, ``view_crop``,
+              ``view_noise``
 ``encoder``   the encoder's size: ``d_model``, ``n_layers``, ``n_heads``, ``dropout``,
               ``value_embedding`` (also sizes the small text encoder and the multimodal one)
 ``projector`` the pair methods' projector: ``hidden``, ``dim``, ``layers``, ``norm``
