@@ -52,6 +52,12 @@ def main() -> None:
     ap.add_argument("--tolerance", type=float, default=0.005)
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--set", dest="overrides", nargs="*", default=[], help="key=value settings")
+    ap.add_argument(
+        "--max-eval-times",
+        type=int,
+        default=BenchmarkConfig.max_eval_times,
+        help="cap on the evaluation prediction times (as densefeat benchmark's option)",
+    )
     args = ap.parse_args()
     if args.data is None:
         from densefeat.data.convert.eunomia import eunomia_meds
@@ -67,6 +73,7 @@ def main() -> None:
         perturbations=(),
         trials=1,
         device=args.device,
+        max_eval_times=args.max_eval_times,
     )
     device = torch.device(args.device)
     source = EHRSource(args.data, args.out, base, None, print, device)

@@ -30,6 +30,7 @@ from densefeat.benchmark.config import BenchmarkConfig, RunSpec
 from densefeat.benchmark.runs import ensure_run
 from densefeat.benchmark.sources.ehr import EHRSource
 from densefeat.benchmark.tuning import tuning_score
+from densefeat.train.config import parse_overrides
 
 DEFAULT_ARMS = (
     "dense:windows:365",
@@ -56,6 +57,13 @@ def main() -> None:
         default=BenchmarkConfig.max_eval_times,
         help="cap on the evaluation prediction times (as densefeat benchmark's option)",
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a training setting for every arm (repeatable), e.g. dense.momentum=0.9",
+    )
     args = ap.parse_args()
     if args.data is None:
         from densefeat.data.convert.eunomia import eunomia_meds
@@ -66,7 +74,7 @@ def main() -> None:
         ablations=(),
         seeds=1,
         budget=args.steps,
-        train={"data.max_len": args.max_len},
+        train={"data.max_len": args.max_len, **parse_overrides(args.set)},
         perturbations=(),
         trials=1,
         device="cpu",
