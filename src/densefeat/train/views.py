@@ -27,7 +27,8 @@ The dense objective and the pair baselines learn what the two sides of a pair sh
 The view draws come from a CPU generator seeded by ``(seed, step, first row index)``: a step
 gives the same views when it is re-run (an exact resume), and ranks of a DDP run (different
 rows) draw independently. A DDP step's views are not the single-process step's views (the
-draws are per rank), so DDP-vs-single equality holds for ``windows`` only.
+draws are per rank), so DDP-vs-single equality holds for ``windows`` and ``future``, which
+draw nothing (tests/test_train.py).
 """
 
 from __future__ import annotations

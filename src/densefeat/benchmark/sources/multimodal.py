@@ -133,6 +133,7 @@ class MultimodalSource(EHRSource):
             present["notes"] = z.extra["has_notes"][held]
         problems: list[str] = []
         t_ci = time.perf_counter()
+        resamples = min(bench.bootstrap, MAX_RESAMPLES)
         # Subject-level bootstrap CIs, the same resamples for every run (paired differences
         # in results["crossmodal_comparison"], densefeat.benchmark.run).
         result.records["alignment"] = modality_alignment_records(
@@ -142,13 +143,13 @@ class MultimodalSource(EHRSource):
             base,
             problems,
             groups=held_rows["subject_id"].to_numpy(),
-            n_resamples=min(bench.bootstrap, MAX_RESAMPLES),
+            n_resamples=resamples,
             seed=RESAMPLE_SEED,
             arrays=result.arrays,
         )
         self.say(
-            f"{spec.key}: cross-modal alignment with {min(bench.bootstrap, MAX_RESAMPLES)} "
-            f"bootstrap resamples in {time.perf_counter() - t_ci:.1f} s"
+            f"{spec.key}: cross-modal alignment with {resamples} bootstrap resamples in "
+            f"{time.perf_counter() - t_ci:.1f} s"
         )
         for p in problems:
             self.say(f"{spec.key}: cross-modal alignment skipped for {p}")
