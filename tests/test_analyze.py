@@ -3,7 +3,7 @@
 Parity: every file type, streamed in chunks that do not divide n, gives the same metrics as the
 in-memory functions of ``densefeat.functional`` (principal angles: against
 ``scipy.linalg.subspace_angles`` of NumPy singular vectors) on the very values stored in the
-file. CLI: exit codes, messages and the JSON contract (every DESIGN.md metric; nothing written
+file. CLI: exit codes, messages and the JSON contract (every docs/design.md metric; nothing written
 when a run fails).
 """
 

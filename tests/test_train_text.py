@@ -165,7 +165,7 @@ def test_note_sources_splits_and_pairs(notes_csv, meds_notes):
     table = load_note_corpus(notes_csv, labels="cardiac")
     assert table.kind == "table" and table.label_names == ("cardiac",)
     frame = table.frame
-    # Identical texts share a split (DESIGN.md: text groups).
+    # Identical texts share a split (docs/design.md: text groups).
     assert frame["split"][78] == frame["split"][0] and frame["split"][79] == frame["split"][1]
     assert text_group_key(frame["text"][78]) == text_group_key(frame["text"][0])
     assert set(frame["split"]) <= {"train", "tuning", "held_out"}
@@ -331,7 +331,7 @@ def test_mtsamples_trains_and_embeds_one_row_per_distinct_text(tmp_path):
     cfg = _small(max_steps=3, batch_size=16, text_max_chunks=1, text_chunk_words=48)
     train(cfg, MTSAMPLES, tmp_path / "run")
     table = embed(tmp_path / "run", MTSAMPLES, tmp_path / "e.parquet", batch_size=512)
-    assert table.height == 2357  # distinct texts (DESIGN.md), not 4,999 rows
+    assert table.height == 2357  # distinct texts (docs/design.md), not 4,999 rows
     assert table.columns[:3] == ["note_id", "split", "embedding"]
     assert len(table.columns) == 3 + 40  # one boolean label per specialty
     assert table["Surgery"].dtype == pl.Boolean

@@ -1,6 +1,6 @@
 """Self-supervised baseline losses: SimCLR / InfoNCE, VICReg and Barlow Twins.
 
-These are the comparison objectives of DESIGN.md (Baselines), written to match the official
+These are the comparison objectives of docs/design.md (Baselines), written to match the official
 implementations numerically (the tests check parity to 1e-10 in float64 against transcriptions of
 the reference code):
 

@@ -6,7 +6,7 @@ sharing them is what keeps ``dense_feature_loss`` at a few ``n x d x d`` matmuls
 the one place where the distributed reduction happens: with ``all_reduce`` given, the statistics
 are those of the global batch (all ranks' rows), differentiably.
 
-Notation (DESIGN.md): ``Zc = Z - mean(Z, 0)``, ``C = Zc^T Zc / (n - 1)``,
+Notation (docs/design.md): ``Zc = Z - mean(Z, 0)``, ``C = Zc^T Zc / (n - 1)``,
 ``C_ab = Zac^T Zbc / (n - 1)``.
 """
 

@@ -1,7 +1,7 @@
 """The dense-feature objectives: spectral balance, feature orthogonality, subspace consistency.
 
 These are densefeat's own definitions (the paper that motivates them publishes no formulas);
-DESIGN.md, Objectives, fixes them. Each is a function of the batch moments
+docs/design.md, Objectives, fixes them. Each is a function of the batch moments
 (:mod:`densefeat.functional.moments`), so :func:`dense_feature_loss` computes every covariance
 once and the distributed losses reuse the same code on global-batch moments.
 

@@ -9,7 +9,8 @@ same loss value; each rank's gradient is ``world_size`` times the single-process
 rows until DDP averages it (see :mod:`densefeat.losses.distributed`). Ranks may hold different
 numbers of rows. In a single process the modules equal their functional counterparts exactly.
 
-Definitions (DESIGN.md, Objectives; densefeat's own, the motivating paper publishes no formulas):
+Definitions (docs/design.md, Objectives; densefeat's own, the motivating paper publishes no
+formulas):
 
 - spectral balance: ``L_spec = 1 - logdet(I + a d C/trC) / (d log(1 + a))`` (coding rate of
   MCR^2, Yu et al. 2020) or the exact ``log d - H(p)``;
