@@ -737,3 +737,17 @@ def test_a_value_rounding_to_zero_has_no_sign(tmp_path: Path) -> None:
     assert "95% CI [0.000, 0.000]" in md
     rob = _md_table(md, "Robustness: AUROC drop under perturbation")
     assert _row(rob, "simclr")[1] == "0.000"
+
+
+def test_the_window_rule_states_the_temporal_minimum_and_the_clip() -> None:
+    from densefeat.eval import temporal
+    from densefeat.report import prose
+
+    # The report may not import eval: its twin constants must equal the rule they describe.
+    assert prose._MIN_ROWS_PER_K == temporal.ROWS_PER_K
+    assert prose._MIN_CLIPPED_K == temporal.MIN_CLIPPED_K
+    # A run whose only window was scored at a clipped k states the requested k's minimum.
+    results = {"config": {"k": 16}, "temporal": [{"k": 3, "k_requested": 16, "n": 12}]}
+    rule = prose.window_rule(results)
+    assert "at least 4 k = 64 held-out subjects" in rule
+    assert "clipped k = floor(n / 4)" in rule and "not below 8" in rule

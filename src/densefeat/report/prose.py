@@ -299,18 +299,28 @@ def _label_efficiency(cmp: Mapping[str, Any]) -> list[str]:
     ]
 
 
-#: densefeat.eval.temporal scores a window only with at least this many subjects per k.
+#: densefeat.eval.temporal scores a window at k with at least this many subjects per k, and a
+#: smaller one at the clipped k = n // 4 down to this least k (its ROWS_PER_K and
+#: MIN_CLIPPED_K; the report does not import eval, so the twins are kept equal here).
 _MIN_ROWS_PER_K = 4
+_MIN_CLIPPED_K = 2
 
 
 def window_rule(results: Mapping[str, Any]) -> str:
     """Why a time window has no record: the rule of :mod:`densefeat.eval.temporal`."""
-    ks = {r.get("k") for r in results.get("temporal") or () if finite(r.get("k"))}
+    # A window scored at a clipped k keeps the requested one in k_requested.
+    ks = {
+        r.get("k_requested", r.get("k"))
+        for r in results.get("temporal") or ()
+        if finite(r.get("k_requested", r.get("k")))
+    }
     k = next(iter(ks)) if len(ks) == 1 else results["config"].get("k")
     least = f"4 k = {_MIN_ROWS_PER_K * int(k)}" if finite(k) else f"{_MIN_ROWS_PER_K} × k"
+    fewest = _MIN_ROWS_PER_K * _MIN_CLIPPED_K
     return (
-        f"a window is measured only when at least {least} held-out subjects have an event "
-        "at or before its first cut-off and a new event before the second (the minimum of "
-        "densefeat.eval.temporal); results.json does not record how many subjects the windows "
-        "left out had"
+        "a window is measured only when enough held-out subjects have an event at or before "
+        f"its first cut-off and a new event before the second: at k with at least {least} "
+        f"held-out subjects, at a clipped k = floor(n / {_MIN_ROWS_PER_K}) with fewer, and not "
+        f"below {fewest} (the minimum of densefeat.eval.temporal); results.json does not "
+        "record how many subjects the windows left out had"
     )
