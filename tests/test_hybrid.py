@@ -87,6 +87,49 @@ def test_hybrid_loss_is_the_sum_of_its_named_terms(tokens):
     assert enc.time_encoding.proj.weight.grad is not None
 
 
+@pytest.mark.parametrize("tokens", ["events", "hours"])
+def test_hybrid_on_future_pairs_is_masked_plus_dense_of_its_own_inputs(tokens):
+    """``data.pairs=future`` (the ICU default): the pair is the history at t against the
+    events of (t, t1] alone, so it is embedded apart from the history at t1 it predicts."""
+    from densefeat.train.views import future_pair
+
+    events = _events()
+    builder = HistoryBuilder.fit(events, split=None, max_len=32, min_subjects=1, tokens=tokens)
+    store = builder.encode(events)
+    cfg = _cfg(hybrid={"w_dense": 0.4})
+    method = get_method("masked+dense")
+    torch.manual_seed(0)
+    enc = EHREncoder(
+        EHREncoderConfig.from_builder(
+            builder, d_model=16, n_heads=2, n_layers=1, dropout=0.0,
+            carry_forward=tokens == "hours",
+        )
+    )  # fmt: skip
+    n_out = 2 * enc.config.n_variables if tokens == "hours" else enc.config.vocab_size
+    head = method.build_head(cfg, 16, n_out)
+    t1 = np.full(store.n_subjects, np.datetime64(T0 + dt.timedelta(hours=40), "us")).astype(
+        np.int64
+    )
+    batch = store.gather(store.subject_ids, t1)
+    past = store.gather(store.subject_ids, t1 - 12 * H)
+    views = future_pair(past, batch, torch.full((store.n_subjects,), 0.5, dtype=torch.float64))
+    inputs = {"batch": batch, "views": views}
+    out = method.forward(enc, head, inputs)
+    loss, terms = method.build_loss(cfg)(out, inputs)
+    torch.testing.assert_close(loss.detach(), terms["masked"] + 0.4 * terms["dense"])
+    # The pair: each side embedded by the encoder on its own rows, then projected.
+    z = enc(views)
+    b = store.n_subjects
+    torch.testing.assert_close(out["za"], head["projector"](z[:b]))
+    torch.testing.assert_close(out["zb"], head["projector"](z[b:]))
+    # The predictive part: what ``masked`` computes on the history at t1.
+    masked_out = get_method("masked").forward(enc, head["events"], inputs)
+    masked, _ = get_method("masked").build_loss(cfg)(masked_out, inputs)
+    torch.testing.assert_close(terms["masked"], masked.detach())
+    loss.backward()
+    assert enc.time_encoding.proj.weight.grad is not None
+
+
 def test_hybrid_refuses_non_ehr_inputs():
     method = get_method("masked+dense")
     with pytest.raises(ValueError, match="EHR"):
@@ -94,7 +137,8 @@ def test_hybrid_refuses_non_ehr_inputs():
     assert "masked+dense" in METHODS
 
 
-def test_hybrid_trains_and_logs_its_terms(tmp_path):
+@pytest.mark.parametrize("pairs", ["windows", "future"])
+def test_hybrid_trains_and_logs_its_terms(tmp_path, pairs):
     root = tmp_path / "meds"
     from densefeat.data.meds import write_meds_dataset
 
@@ -102,7 +146,7 @@ def test_hybrid_trains_and_logs_its_terms(tmp_path):
     splits = pl.DataFrame({"subject_id": ids, "split": ["train"] * 32 + ["held_out"] * 8})
     data = write_meds_dataset(root, _events(), dataset_name="h", splits=splits)
     cfg = _cfg(max_steps=2, batch_size=16, window_days=0.5, max_len=32, min_code_subjects=1,
-               progress=False, monitor_every=0, device="cpu")  # fmt: skip
+               progress=False, monitor_every=0, device="cpu", data={"pairs": pairs})  # fmt: skip
     out = train(cfg, data, tmp_path / "run")
     stats = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").open()]
     terms = stats[-1]["terms"]

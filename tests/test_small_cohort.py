@@ -107,11 +107,15 @@ def test_small_cohort_runs_the_whole_benchmark(small_bench: dict[str, Any]) -> N
     assert "cross-fitting" in notes and cfg["crossfit_tasks"].keys() == {"outcome"}
     assert cfg["k_requested"] == 16 and cfg["k"] < 16 and cfg["window_days"] < 365
     assert any(m.startswith("windows:") for m in small_bench["messages"])
-    # ICU-stay data (the fixture is a PhysioNet 2019 conversion) trains on future pairs.
-    assert "pairs: ICU-stay data; data.pairs windows -> future" in notes
+    # ICU-stay data (the fixture is a PhysioNet 2019 conversion) trains on future pairs of
+    # hour tokens that carry each variable's state.
+    assert "ICU-stay data: data.pairs windows -> future" in notes
+    assert "ICU-stay data: data.tokens events -> hours" in notes
     for method in ("dense", "vicreg"):
         run_cfg = json.loads((out / "runs" / method / "seed0" / "config.json").read_text())
         assert run_cfg["train"]["data"]["pairs"] == "future"
+        assert run_cfg["train"]["data"]["tokens"] == "hours"
+        assert run_cfg["train"]["encoder"]["carry_forward"] is True
     full = [p for p in res["probes"] if p["k"] == "all"]
     assert {p["method"] for p in full} >= {"dense", "vicreg", "supervised", "random"}
     assert {p["method"] for p in full} >= {"dense-no_sub", "count_features"}
@@ -294,17 +298,22 @@ def test_hours_since_admission_by_hand(tmp_path: Path) -> None:
         hours_since_admission(ds, rows.with_columns(prediction_time=pl.lit(t0 - dt.timedelta(1))))
 
 
-def test_icu_pairs_default_yields_to_the_user_and_other_data() -> None:
+def test_icu_settings_yield_to_the_user_and_other_data() -> None:
     from types import SimpleNamespace
 
     from densefeat.benchmark.config import BenchmarkConfig
-    from densefeat.benchmark.small import ICU_PAIRS, _icu_pairs
+    from densefeat.benchmark.small import ICU_PAIRS, ICU_TOKENS, _icu_settings
 
     icu = SimpleNamespace(ds=SimpleNamespace(metadata={"etl_name": "densefeat.physionet2019"}))
     other = SimpleNamespace(ds=SimpleNamespace(metadata={"etl_name": "densefeat.eunomia"}))
     said: list[str] = []
-    bench, notes = _icu_pairs(icu, BenchmarkConfig(), said.append)
-    assert bench.train["data.pairs"] == ICU_PAIRS and notes == said and len(notes) == 1
-    user = BenchmarkConfig(train={"data.pairs": "views"})  # the user's choice is kept
-    assert _icu_pairs(icu, user, said.append) == (user, [])
-    assert _icu_pairs(other, BenchmarkConfig(), said.append) == (BenchmarkConfig(), [])
+    bench, notes = _icu_settings(icu, BenchmarkConfig(), said.append)
+    assert bench.train == {"data.pairs": ICU_PAIRS, "data.tokens": ICU_TOKENS}
+    assert notes == said and len(notes) == 2
+    # The user's choice is kept, setting by setting (flat aliases included).
+    user = BenchmarkConfig(train={"data.pairs": "views"})
+    bench, notes = _icu_settings(icu, user, said.append)
+    assert bench.train == {"data.pairs": "views", "data.tokens": ICU_TOKENS} and len(notes) == 1
+    user = BenchmarkConfig(train={"data.pairs": "windows", "data.tokens": "events"})
+    assert _icu_settings(icu, user, said.append) == (user, [])
+    assert _icu_settings(other, BenchmarkConfig(), said.append) == (BenchmarkConfig(), [])

@@ -244,15 +244,25 @@ def _next_event_outputs(states: Tensor, head: nn.Module | None, batch: Any) -> d
 
 
 def _forward_hybrid(encoder: nn.Module, head: nn.Module | None, inputs: dict[str, Any]) -> dict:
-    """Next-event prediction on the history at ``t1`` and the projected pair ``(t, t1)``, from
-    one causal pass (:meth:`~densefeat.models.ehr.EHREncoder.states_and_cutoffs`)."""
-    if "cutoffs" not in inputs or not hasattr(encoder, "states_and_cutoffs"):
+    """Next-event prediction on the history at ``t1`` and the projected pair.
+
+    Window pairs ``(t, t1)``: one causal pass gives both
+    (:meth:`~densefeat.models.ehr.EHREncoder.states_and_cutoffs`). Pairs whose sides are
+    separate histories (``views`` of ``data.pairs`` = ``views``, ``mixed`` or ``future``: the
+    history at ``t`` against the events of ``(t, t1]`` alone) cannot share that pass: the
+    pair is embedded as the dense method embeds it and the history at ``t1`` is predicted as
+    ``masked`` predicts it (two encoder calls).
+    """
+    if not hasattr(encoder, "states_and_cutoffs") or not ("cutoffs" in inputs or "views" in inputs):
         raise ValueError(
             "method 'masked+dense' is defined for EHR histories (window pairs of the EHR "
             "encoder); use masked or dense for text and multimodal runs"
         )
     batch = inputs["batch"]
-    states, z = encoder.states_and_cutoffs(batch, inputs["cutoffs"])
+    if "views" in inputs:
+        states, z = encoder.event_states(batch), backbone_pairs(encoder, inputs)
+    else:
+        states, z = encoder.states_and_cutoffs(batch, inputs["cutoffs"])
     out = _next_event_outputs(states, head["events"], batch)  # type: ignore[index]
     b = z.shape[0]
     p = head["projector"](z.flatten(0, 1)).view(b, 2, -1)  # type: ignore[index]

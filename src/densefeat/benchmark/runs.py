@@ -56,7 +56,7 @@ def run_config(spec: RunSpec, bench: BenchmarkConfig) -> TrainConfig:
 
 def _comparable(train: dict[str, Any]) -> dict[str, Any] | None:
     try:
-        flat = TrainConfig.from_dict(train).flat()
+        flat = TrainConfig.from_run(train).flat()
     except (ValueError, TypeError):
         return None  # a config of another densefeat version: not comparable, retrain
     return {k: v for k, v in flat.items() if k not in _VOLATILE}

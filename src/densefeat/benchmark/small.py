@@ -14,12 +14,19 @@ exceeds the held-out rows, and a held-out split of 4 subjects gives AUROC CIs of
   twice, never below 8.
 * **k**: clipped to ``min(k, n_held - 1, d_model)`` (``n_held`` the held-out evaluation rows):
   a k-dim subspace of fewer than k + 1 centred rows does not exist.
-* **Pairs on ICU-stay data** (PhysioNet 2019 conversions, :func:`~densefeat.benchmark.icu.is_icu`):
-  unless ``--set data.pairs`` is given, ``future`` pairs (:data:`ICU_PAIRS`). Two windows of
-  one stay share its static values (age, sex, unit, admission offset) and, with long histories,
-  most of their events, so ``windows`` pairs teach the subspace term the patient; a ``future``
-  pair shares no event and has no static values on its later side. Chosen on set A's tuning
-  split (docs/design.md §4.3).
+* **Pairs and tokens on ICU-stay data** (PhysioNet 2019 conversions,
+  :func:`~densefeat.benchmark.icu.is_icu`), each unless ``--set`` gives it
+  (:data:`ICU_SETTINGS`):
+
+  - ``data.pairs = future``. Two windows of one stay share its static values (age, sex, unit,
+    admission offset) and, with long histories, most of their events, so ``windows`` pairs
+    teach the subspace term the patient; a ``future`` pair shares no event and has no static
+    values on its later side.
+  - ``data.tokens = hours``: a token per hour with every variable's value and mask, and (the
+    encoder's default ``encoder.carry_forward``) its last value, age and count so far. A
+    history of 256 events is about 36 ICU hours; 256 hour tokens hold about 10 days.
+
+  Both chosen on set A's tuning split (docs/design.md §4.3, §6).
 * **Cross-fitting**: a task with fewer than :data:`MIN_HELD_POSITIVES` held-out positives or
   :data:`MIN_HELD_SUBJECTS` held-out subjects is probed by subject-grouped K-fold cross-fitting
   over all its labelled rows (``--probe-folds K``, :mod:`densefeat.eval.probe.crossfit`).
@@ -41,6 +48,8 @@ from .runs import run_config
 
 __all__ = [
     "ICU_PAIRS",
+    "ICU_SETTINGS",
+    "ICU_TOKENS",
     "MIN_BATCHES",
     "MIN_HELD_POSITIVES",
     "MIN_HELD_SUBJECTS",
@@ -61,6 +70,16 @@ MIN_BATCHES = 4
 MIN_BATCH = 8
 #: ``data.pairs`` on ICU-stay data unless the user sets it (module docstring).
 ICU_PAIRS = "future"
+#: ``data.tokens`` on ICU-stay data unless the user sets it (module docstring).
+ICU_TOKENS = "hours"
+#: Every setting the benchmark gives ICU-stay data, with why (for the note).
+ICU_SETTINGS: dict[str, tuple[str, str]] = {
+    "data.pairs": (ICU_PAIRS, "the later window without the stay's static values"),
+    "data.tokens": (
+        ICU_TOKENS,
+        "a token per hour holds every variable, so a history spans the stay",
+    ),
+}
 
 
 def crossfit_reason(task_rows: pl.DataFrame, folds: int) -> str | None:
@@ -141,21 +160,24 @@ def _windows(source: Any, bench: Any, say: Any) -> tuple[Any, list[str]]:
     return bench, notes
 
 
-def _icu_pairs(source: Any, bench: Any, say: Any) -> tuple[Any, list[str]]:
-    """``data.pairs = ICU_PAIRS`` on ICU-stay data the user did not set it for."""
+def _icu_settings(source: Any, bench: Any, say: Any) -> tuple[Any, list[str]]:
+    """:data:`ICU_SETTINGS` on ICU-stay data, each one the user did not set."""
     from .icu import is_icu
 
-    if not is_icu(source.ds) or _user_set(bench, "data.pairs"):
+    if not is_icu(source.ds):
         return bench, []
-    old = run_config(RunSpec("dense", "dense", 0), bench).data.pairs
-    if old == ICU_PAIRS:
-        return bench, []
-    note = (
-        f"pairs: ICU-stay data; data.pairs {old} -> {ICU_PAIRS} (the later window without the "
-        "stay's static values; --set data.pairs to choose)"
-    )
-    say(note)
-    return replace(bench, train={**bench.train, "data.pairs": ICU_PAIRS}), [note]
+    cfg = run_config(RunSpec("dense", "dense", 0), bench)
+    notes, train = [], dict(bench.train)
+    for key, (value, why) in ICU_SETTINGS.items():
+        section, name = key.split(".")
+        old = getattr(getattr(cfg, section), name)
+        if _user_set(bench, key) or old == value:
+            continue
+        note = f"ICU-stay data: {key} {old} -> {value} ({why}; --set {key} to choose)"
+        say(note)
+        notes.append(note)
+        train[key] = value
+    return (replace(bench, train=train), notes) if notes else (bench, [])
 
 
 def _fmt_days(days: float) -> str:
@@ -175,7 +197,7 @@ def adapt_to_data(source: Any, say: Any) -> dict[str, Any]:
         bench, notes = _windows(source, bench, say)
     if getattr(source, "modality", None) == "ehr":
         # Multimodal runs pair modalities of one row, not windows: data.pairs does not apply.
-        bench, icu_notes = _icu_pairs(source, bench, say)
+        bench, icu_notes = _icu_settings(source, bench, say)
         notes += icu_notes
     held = int((source.eval_rows.rows["split"] == "held_out").sum())
     cfg = run_config(RunSpec("dense", "dense", 0), bench)

@@ -83,7 +83,7 @@ from ..data.ehr.batch import DAYS_PER_YEAR, PAD_ID, US_PER_DAY, EventBatch
 from ..data.ehr.builder import DEFAULT_MAX_LEN, HistoryBuilder
 from ..data.ehr.store import EventStore, rows_searchsorted
 
-__all__ = ["EHREncoder", "EHREncoderConfig", "event_times"]
+__all__ = ["HOUR_STATE_CHANNELS", "EHREncoder", "EHREncoderConfig", "event_times", "hour_state"]
 
 _US_PER_YEAR = US_PER_DAY * DAYS_PER_YEAR
 #: ``log1p`` of 100 years in days: scales ``log1p(delta_t)`` to about [0, 1].
@@ -124,6 +124,13 @@ class EHREncoderConfig:
             of every variable's last value in the hour and its missingness mask; the batches
             must carry ``bin_values``, see :class:`~densefeat.data.ehr.EventBatch`).
         n_variables: V of hour tokens (``len(vocabulary)``); 0 for event tokens.
+        carry_forward: hour tokens only: each token also carries every variable's **state**
+            up to its hour, read from the batch's own earlier tokens (GRU-D's inputs, Che et
+            al. 2018): the last value measured at or before the hour, whether one was, the
+            time since it, and how many hours measured it (:func:`hour_state`). The
+            observation channels are unchanged (missing stays missing); nothing comes from a
+            later hour. False (the default, and every run written before it): the token is
+            the hour alone.
     """
 
     vocab_size: int
@@ -140,6 +147,7 @@ class EHREncoderConfig:
     value_embedding: str = "code"
     tokens: str = "events"
     n_variables: int = 0
+    carry_forward: bool = False
 
     def __post_init__(self) -> None:
         def positive_int(name: str, minimum: int = 1) -> None:
@@ -179,6 +187,15 @@ class EHREncoderConfig:
             )
         if self.tokens == "hours":
             positive_int("n_variables")
+        if not isinstance(self.carry_forward, bool):
+            raise ValueError(
+                f"EHREncoderConfig.carry_forward must be a bool, got {self.carry_forward!r}"
+            )
+        if self.carry_forward and self.tokens != "hours":
+            raise ValueError(
+                "EHREncoderConfig.carry_forward needs hour tokens (tokens='hours'), "
+                f"got tokens={self.tokens!r}"
+            )
         if self.value_embedding not in _VALUE_EMBEDDINGS:
             raise ValueError(
                 f"EHREncoderConfig.value_embedding must be one of {_VALUE_EMBEDDINGS}, "
@@ -218,6 +235,57 @@ class EHREncoderConfig:
 
 # --------------------------------------------------------------------------------------------
 # Building blocks.
+
+
+#: Channels per variable that :func:`hour_state` adds to an hour token.
+HOUR_STATE_CHANNELS = 4
+#: ``log1p`` of 1,000 hours (~6 weeks): scales ``log1p(hours since a measurement)`` to about
+#: [0, 1] over an ICU stay.
+_LOG_HOURS_SCALE = math.log1p(1000.0)
+
+
+def hour_state(batch: EventBatch, max_len: int) -> Tensor:
+    """(B, L, 4V): every variable's state at each hour token, from the batch's tokens up to it.
+
+    For token ``p`` and variable ``v``, with ``q = max{q' <= p : bin_mask[q', v]}`` (the last
+    hour at or before ``p`` that measured ``v``), the channels are, in blocks of V:
+
+    * ``bin_values[q, v]``: the last value, carried forward (0 where no such ``q``);
+    * ``seen = [q exists]``;
+    * ``log1p(hours from q to p) / log1p(1000)``, hours from the tokens'
+      ``time_before_prediction`` (0 where not seen);
+    * ``log1p(#{q' <= p : bin_mask[q', v]}) / log1p(max_len)``: how many hours measured ``v``.
+
+    These are the inputs GRU-D gives its cell besides the observation and its mask (Che et al.
+    2018, "Recurrent Neural Networks for Multivariate Time Series with Missing Values"): the
+    last observation and the time since it, so that the most recent token alone holds what a
+    "last value + count" feature set holds. Strictly causal (only tokens ``q <= p``), so a
+    cut-off reading at ``p`` is unchanged by later hours; it reads only the batch, so views
+    and perturbations that edit ``bin_values`` / ``bin_mask`` move the state with them. The
+    state starts at the oldest token the batch holds (``max_len`` hours with events), not at
+    the start of the record.
+    """
+    measured = batch.bin_mask
+    b, length, v = measured.shape
+    position = torch.arange(length, device=measured.device).view(1, length, 1)
+    # The index of the last measuring token at or before each position (-1: none yet).
+    last = torch.where(measured, position, -1).cummax(dim=1).values
+    seen = last >= 0
+    at = last.clamp_min(0)
+    values = batch.bin_values
+    carried = values.gather(1, at) * seen.to(values.dtype)
+    tbp = batch.time_before_prediction.unsqueeze(-1).expand(b, length, v)
+    hours = (tbp.gather(1, at) - tbp).clamp_min(0) * 24.0 * seen.to(tbp.dtype)
+    count = measured.to(values.dtype).cumsum(dim=1)
+    return torch.cat(
+        [
+            carried,
+            seen.to(values.dtype),
+            torch.log1p(hours).to(values.dtype) / _LOG_HOURS_SCALE,
+            torch.log1p(count) / math.log1p(max_len),
+        ],
+        dim=-1,
+    )
 
 
 class FourierTimeEncoding(nn.Module):
@@ -397,8 +465,10 @@ class EHREncoder(nn.Module):
         d = config.d_model
         if config.tokens == "hours":
             # An hour token: every variable's last value in the hour and whether it was
-            # measured, in one Linear (the missingness mask is an input, nothing is imputed).
-            self.bin_embedding = nn.Linear(2 * config.n_variables, d)
+            # measured, in one Linear (the missingness mask is an input, nothing is imputed),
+            # with the variables' carried state when configured (HOUR_STATE_CHANNELS more).
+            width = 2 + (HOUR_STATE_CHANNELS if config.carry_forward else 0)
+            self.bin_embedding = nn.Linear(width * config.n_variables, d)
         else:
             self.code_embedding = nn.Embedding(config.vocab_size, d, padding_idx=PAD_ID)
             self.value_embedding = ValueEmbedding(config.vocab_size, d, config.value_embedding)
@@ -479,7 +549,10 @@ class EHREncoder(nn.Module):
         keep = torch.stack([torch.ones_like(batch.mask), known.expand_as(batch.mask)], -1)
         if batch.is_binned:
             measured = batch.bin_mask.to(batch.bin_values.dtype)
-            content = self.bin_embedding(torch.cat([batch.bin_values, measured], dim=-1))
+            channels = [batch.bin_values, measured]
+            if self.config.carry_forward:
+                channels.append(hour_state(batch, self.config.max_len))
+            content = self.bin_embedding(torch.cat(channels, dim=-1))
             content = content * batch.mask.unsqueeze(-1).to(content.dtype)  # padding adds 0
         else:
             content = self.code_embedding(batch.codes) + self.value_embedding(

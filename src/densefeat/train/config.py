@@ -218,6 +218,19 @@ class TrainConfig:
         return cls(**_nest(state))
 
     @classmethod
+    def from_run(cls, state: dict[str, Any]) -> TrainConfig:
+        """The config of a saved run (its ``config.json`` ``train`` section).
+
+        Settings whose default changed after a run was written take the value of its time:
+        ``encoder.carry_forward`` (on since it was added; a run without the key read each hour
+        token alone). Runs written in the flat 0.1 form predate hour tokens.
+        """
+        encoder = state.get("encoder")
+        if isinstance(encoder, dict) and "carry_forward" not in encoder:
+            state = {**state, "encoder": {**encoder, "carry_forward": False}}
+        return cls.from_dict(state)
+
+    @classmethod
     def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
         """A config from a JSON file (any subset of the keys), then ``overrides`` on top."""
         try:

@@ -169,7 +169,7 @@ def train(
     run_dir = None
     if resume:
         run = read_run_config(out)
-        saved = TrainConfig.from_dict(run["train"])
+        saved = TrainConfig.from_run(run["train"])
         if saved.modality != cfg.modality:
             raise ValueError(
                 f"{out}: is a {saved.modality} run, which --modality {cfg.modality} cannot "

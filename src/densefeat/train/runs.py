@@ -74,7 +74,7 @@ def load_run(run_dir: str | os.PathLike[str], modality: str | None = None) -> Ru
     """
     run_dir = Path(run_dir)
     info = read_run_config(run_dir)
-    cfg = TrainConfig.from_dict(info["train"])
+    cfg = TrainConfig.from_run(info["train"])
     if modality is not None and cfg.modality != modality:
         raise ValueError(
             f"{run_dir}: is a {cfg.modality} run, and this loader reads {modality} runs (load it "

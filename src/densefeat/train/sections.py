@@ -135,7 +135,10 @@ class EncoderSection:
     """The encoder's size (EHR encoder; also the small text encoder and the multimodal one).
 
     ``value_embedding``: ``"code"`` (a learned value direction per code, for dense per-variable
-    physiology) or ``"mlp"`` (one MLP of the value shared by all codes).
+    physiology) or ``"mlp"`` (one MLP of the value shared by all codes). ``carry_forward``
+    (default on): on hour tokens, each token also carries every variable's last value, the
+    time since it and its count so far (:func:`densefeat.models.ehr.hour_state`; chosen on
+    PhysioNet set A's tuning split, docs/design.md §6); ignored on event tokens.
     """
 
     d_model: int = 128
@@ -143,8 +146,14 @@ class EncoderSection:
     n_heads: int = 4
     dropout: float = 0.1
     value_embedding: str = "code"
+    carry_forward: bool = True
 
     def validate(self) -> None:
+        if not isinstance(self.carry_forward, bool):
+            raise ValueError(
+                "TrainConfig.encoder.carry_forward must be true or false, "
+                f"got {self.carry_forward!r}"
+            )
         for name in ("d_model", "n_layers", "n_heads"):
             check_min(f"encoder.{name}", getattr(self, name), 1)
         if not 0.0 <= self.dropout < 1.0:

@@ -112,6 +112,7 @@ class EHRSource:
         self.held_ids = self.ds.split_ids("held_out").to_numpy()
         self._stores: dict[str, EventStore] = {}
         self._builder: HistoryBuilder | None = None
+        self._builder_key: tuple[Any, ...] | None = None
         self.supervised_labels: Path | None = None
         self.supervised_task: Task | None = None
         #: Site B of --external (benchmark/external.py), set by the orchestrator.
@@ -288,9 +289,14 @@ class EHRSource:
         return out
 
     def shared_builder(self) -> HistoryBuilder:
-        """The builder every run of this benchmark fits (training split, same settings)."""
-        if self._builder is None:
-            cfg0 = run_config(RunSpec("dense", "dense", 0), self.bench)
+        """The builder every run of this benchmark fits (training split, same settings).
+
+        Cached per data settings: the benchmark's adaptations (:mod:`..small`) may change
+        them (ICU data: ``data.tokens``) after a first builder was fitted to count pairs.
+        """
+        cfg0 = run_config(RunSpec("dense", "dense", 0), self.bench)
+        key = (cfg0.data.max_len, cfg0.data.min_code_subjects, cfg0.data.tokens)
+        if self._builder is None or self._builder_key != key:
             self._builder = HistoryBuilder.fit(
                 self.ds,
                 split="train",
@@ -298,6 +304,7 @@ class EHRSource:
                 min_subjects=cfg0.data.min_code_subjects,
                 tokens=cfg0.data.tokens,
             )
+            self._builder_key = key
         return self._builder
 
     def dataset_record(self, name: str | None) -> dict[str, Any]:

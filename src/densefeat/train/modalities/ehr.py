@@ -302,6 +302,8 @@ def ehr_encoder_config(cfg: TrainConfig, builder: HistoryBuilder) -> EHREncoderC
         n_heads=e.n_heads,
         dropout=e.dropout,
         value_embedding=e.value_embedding,
+        # A state of hour tokens; event tokens have no per-variable channels to carry.
+        carry_forward=e.carry_forward and builder.tokens == "hours",
     )
 
 
