@@ -120,3 +120,33 @@ def test_report_names_collapsed_methods() -> None:
     results = {"comparison": cmp, "scale": "full", "table": table, "tuning": {"methods": {"a": 1}}}
     text = " ".join(endpoint_sentences(results))
     assert "Collapsed (after tuning): vicreg " in text and "dense" not in text.split("Collapsed")[1]
+
+
+def test_hybrid_ablation_compares_the_hybrid_with_each_part() -> None:
+    from densefeat.benchmark.summary import hybrid_ablation
+
+    values = {("masked+dense", 0): 0.70, ("masked", 0): 0.66, ("dense", 0): 0.71}
+    rng = np.random.default_rng(5)
+    base = 0.7 + 0.02 * rng.standard_normal(300)
+    arrays = {"masked+dense": base, "masked": base - 0.04, "dense": base + 0.01}
+    rows = hybrid_ablation(values, _resampled(arrays))
+    assert [(r["a"], r["b"]) for r in rows] == [
+        ("masked+dense", "masked"),
+        ("masked+dense", "dense"),
+        ("dense", "masked"),
+    ]
+    assert [r["difference"] for r in rows] == pytest.approx([0.04, -0.01, 0.05])
+    # Resamples that differ by a constant give a point interval at that constant.
+    assert rows[0]["difference_ci"] == pytest.approx([0.04, 0.04])
+    assert rows[0]["significant"] and not rows[1]["a_wins"]
+    # Without the hybrid: nothing; without dense: only the pair that ran.
+    assert hybrid_ablation({("masked", 0): 0.6, ("dense", 0): 0.7}, _resampled(arrays)) == []
+    only = hybrid_ablation({("masked+dense", 0): 0.7, ("masked", 0): 0.6}, _resampled(arrays))
+    assert [(r["a"], r["b"]) for r in only] == [("masked+dense", "masked")]
+    # The report says each difference with its interval.
+    from densefeat.report.prose import _hybrid_ablation
+
+    (sentence,) = _hybrid_ablation({"hybrid": rows})
+    assert "masked+dense − masked +0.040 [0.040, 0.040]" in sentence
+    assert "masked+dense − dense -0.010" in sentence and "dense − masked +0.050" in sentence
+    assert _hybrid_ablation({}) == [] and _hybrid_ablation({"hybrid": []}) == []

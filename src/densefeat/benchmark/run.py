@@ -50,6 +50,7 @@ from .sources import Source, open_source
 from .summary import (
     compare,
     compare_pair,
+    hybrid_ablation,
     kshot_differences,
     macro_auroc,
     macro_drop,
@@ -437,6 +438,8 @@ def run_benchmark(
                 for m in dict.fromkeys(m for m, _ in selection)
             },
             "untrained": compare_pair(held, auroc_fn, "dense", "random"),
+            # Secondary: the masked+dense hybrid against each of its parts.
+            "hybrid": hybrid_ablation(held, auroc_fn),
             # Exploratory, not a declared endpoint: k-shot AUROC against the untrained encoder.
             "label_efficiency": kshot_differences(results["probes"], "dense", "random"),
             "robustness": compare(

@@ -31,6 +31,7 @@ from .rows import Task
 __all__ = [
     "compare",
     "compare_pair",
+    "hybrid_ablation",
     "kshot_differences",
     "macro_tuning_auroc",
     "resampled_endpoints",
@@ -378,3 +379,24 @@ def seed_pairs(seeds: Sequence[int]) -> list[tuple[int, int]]:
 def finite(x: float | None) -> float | None:
     """None for NaN/inf (JSON has neither)."""
     return None if x is None or not math.isfinite(x) else float(x)
+
+
+#: The hybrid's ablation (secondary): what each part adds to the other, ``a - b``.
+HYBRID_ABLATION = (("masked+dense", "masked"), ("masked+dense", "dense"), ("dense", "masked"))
+
+
+def hybrid_ablation(
+    values: Mapping[tuple[str, int], float], resampled: Callable[[str], np.ndarray | None]
+) -> list[dict[str, Any]]:
+    """The ``masked+dense`` hybrid against its parts, each with its paired bootstrap CI
+    (:func:`compare_pair`): hybrid − masked (what the dense term adds to next-event
+    prediction), hybrid − dense (what prediction adds to the dense objective), and dense −
+    masked. Only the pairs whose two methods both ran; empty without the hybrid."""
+    if "masked+dense" not in {m for m, _ in values}:
+        return []
+    out = []
+    for a, b in HYBRID_ABLATION:
+        row = compare_pair(values, resampled, a, b)
+        if row is not None:
+            out.append(row)
+    return out

@@ -220,6 +220,7 @@ def endpoint_sentences(results: Mapping[str, Any]) -> tuple[str, ...]:
         )
     if isinstance(cmp, Mapping):
         endpoints += _selection_and_untrained(cmp)
+        endpoints += _hybrid_ablation(cmp)
         endpoints += _label_efficiency(cmp)
     collapsed = [r["method"] for r in results.get("table") or () if r.get("collapsed")]
     if collapsed:
@@ -276,6 +277,24 @@ def _selection_and_untrained(cmp: Mapping[str, Any]) -> list[str]:
             "patient-level bootstrap)."
         )
     return out
+
+
+def _hybrid_ablation(cmp: Mapping[str, Any]) -> list[str]:
+    """The masked+dense hybrid against its parts (secondary, one sentence)."""
+    rows = [r for r in cmp.get("hybrid") or () if r.get("difference") is not None]
+    if not rows:
+        return []
+    parts = []
+    for r in rows:
+        ci = r.get("difference_ci")
+        interval = (
+            f" [{num(float(ci[0]), 'drop')}, {num(float(ci[1]), 'drop')}]" if ci else " (no CI)"
+        )
+        parts.append(f"{r['a']} − {r['b']} {signed(float(r['difference']))}{interval}")
+    return [
+        "Secondary, the hybrid against its parts (held-out probe AUROC, paired patient-level "
+        f"bootstrap 95% CI): {'; '.join(parts)}."
+    ]
 
 
 def _label_efficiency(cmp: Mapping[str, Any]) -> list[str]:
