@@ -23,8 +23,9 @@ exceeds the held-out rows, and a held-out split of 4 subjects gives AUROC CIs of
     teach the subspace term the patient; a ``future`` pair shares no event and has no static
     values on its later side.
   - ``data.tokens = hours``: a token per hour with every variable's value and mask, and (the
-    encoder's default ``encoder.carry_forward``) its last value, age and count so far. A
-    history of 256 events is about 36 ICU hours; 256 hour tokens hold about 10 days.
+    encoder's default ``encoder.carry_forward``) its last value, the hours since it and its
+    count so far. A history of 256 events is about 36 ICU hours; 256 hour tokens hold about
+    10 days.
 
   Both chosen on set A's tuning split (docs/design.md §4.3, §6).
 * **Cross-fitting**: a task with fewer than :data:`MIN_HELD_POSITIVES` held-out positives or

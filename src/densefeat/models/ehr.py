@@ -129,8 +129,8 @@ class EHREncoderConfig:
             al. 2018): the last value measured at or before the hour, whether one was, the
             time since it, and how many hours measured it (:func:`hour_state`). The
             observation channels are unchanged (missing stays missing); nothing comes from a
-            later hour. False (the default, and every run written before it): the token is
-            the hour alone.
+            later hour. False here, as in every run written before it (the token is the hour
+            alone); training's ``encoder.carry_forward`` turns it on for hour-token runs.
     """
 
     vocab_size: int
