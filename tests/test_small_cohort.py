@@ -111,10 +111,12 @@ def test_small_cohort_runs_the_whole_benchmark(small_bench: dict[str, Any]) -> N
     # hour tokens that carry each variable's state.
     assert "ICU-stay data: data.pairs windows -> future" in notes
     assert "ICU-stay data: data.tokens events -> hours" in notes
+    assert "ICU-stay data: data.max_len 256 -> 64" in notes
     for method in ("dense", "vicreg"):
         run_cfg = json.loads((out / "runs" / method / "seed0" / "config.json").read_text())
         assert run_cfg["train"]["data"]["pairs"] == "future"
         assert run_cfg["train"]["data"]["tokens"] == "hours"
+        assert run_cfg["train"]["data"]["max_len"] == 64
         assert run_cfg["train"]["encoder"]["carry_forward"] is True
     full = [p for p in res["probes"] if p["k"] == "all"]
     assert {p["method"] for p in full} >= {"dense", "vicreg", "supervised", "random"}
@@ -302,18 +304,27 @@ def test_icu_settings_yield_to_the_user_and_other_data() -> None:
     from types import SimpleNamespace
 
     from densefeat.benchmark.config import BenchmarkConfig
-    from densefeat.benchmark.small import ICU_PAIRS, ICU_TOKENS, _icu_settings
+    from densefeat.benchmark.small import ICU_HOURS_MAX_LEN, ICU_PAIRS, ICU_TOKENS, _icu_settings
 
     icu = SimpleNamespace(ds=SimpleNamespace(metadata={"etl_name": "densefeat.physionet2019"}))
     other = SimpleNamespace(ds=SimpleNamespace(metadata={"etl_name": "densefeat.eunomia"}))
     said: list[str] = []
     bench, notes = _icu_settings(icu, BenchmarkConfig(), said.append)
-    assert bench.train == {"data.pairs": ICU_PAIRS, "data.tokens": ICU_TOKENS}
-    assert notes == said and len(notes) == 2
+    assert bench.train == {
+        "data.pairs": ICU_PAIRS,
+        "data.tokens": ICU_TOKENS,
+        "data.max_len": ICU_HOURS_MAX_LEN,
+    }
+    assert notes == said and len(notes) == 3
     # The user's choice is kept, setting by setting (flat aliases included).
-    user = BenchmarkConfig(train={"data.pairs": "views"})
+    user = BenchmarkConfig(train={"data.pairs": "views", "max_len": 128})
     bench, notes = _icu_settings(icu, user, said.append)
-    assert bench.train == {"data.pairs": "views", "data.tokens": ICU_TOKENS} and len(notes) == 1
+    assert bench.train == {"data.pairs": "views", "max_len": 128, "data.tokens": ICU_TOKENS}
+    assert len(notes) == 1
+    # Event tokens chosen by the user keep the event-sized default history.
+    user = BenchmarkConfig(train={"data.tokens": "events"})
+    bench, notes = _icu_settings(icu, user, said.append)
+    assert bench.train == {"data.tokens": "events", "data.pairs": ICU_PAIRS} and len(notes) == 1
     user = BenchmarkConfig(train={"data.pairs": "windows", "data.tokens": "events"})
     assert _icu_settings(icu, user, said.append) == (user, [])
     assert _icu_settings(other, BenchmarkConfig(), said.append) == (BenchmarkConfig(), [])

@@ -24,8 +24,10 @@ exceeds the held-out rows, and a held-out split of 4 subjects gives AUROC CIs of
     values on its later side.
   - ``data.tokens = hours``: a token per hour with every variable's value and mask, and (the
     encoder's default ``encoder.carry_forward``) its last value, the hours since it and its
-    count so far. A history of 256 events is about 36 ICU hours; 256 hour tokens hold about
-    10 days.
+    count so far. A history of 256 events is about 36 ICU hours.
+  - ``data.max_len = 64`` when the tokens are hours (:data:`ICU_HOURS_MAX_LEN`): 64 hours with
+    events. 256 hour tokens (about 10 days, set A's whole stays) scored lower on the tuning
+    split at 5.5 times the training cost.
 
   Both chosen on set A's tuning split (docs/design.md §4.3, §6).
 * **Cross-fitting**: a task with fewer than :data:`MIN_HELD_POSITIVES` held-out positives or
@@ -48,6 +50,7 @@ from .config import RunSpec
 from .runs import run_config
 
 __all__ = [
+    "ICU_HOURS_MAX_LEN",
     "ICU_PAIRS",
     "ICU_SETTINGS",
     "ICU_TOKENS",
@@ -81,6 +84,8 @@ ICU_SETTINGS: dict[str, tuple[str, str]] = {
         "a token per hour holds every variable, so a history spans the stay",
     ),
 }
+#: ``data.max_len`` of hour tokens on ICU-stay data unless the user sets it (module docstring).
+ICU_HOURS_MAX_LEN = 64
 
 
 def crossfit_reason(task_rows: pl.DataFrame, folds: int) -> str | None:
@@ -178,7 +183,22 @@ def _icu_settings(source: Any, bench: Any, say: Any) -> tuple[Any, list[str]]:
         say(note)
         notes.append(note)
         train[key] = value
-    return (replace(bench, train=train), notes) if notes else (bench, [])
+    bench = replace(bench, train=train)
+    cfg = run_config(RunSpec("dense", "dense", 0), bench)
+    if (
+        cfg.data.tokens == "hours"
+        and not _user_set(bench, "data.max_len")
+        and cfg.data.max_len != ICU_HOURS_MAX_LEN
+    ):
+        note = (
+            f"ICU-stay data: data.max_len {cfg.data.max_len} -> {ICU_HOURS_MAX_LEN} (hour "
+            "tokens: longer histories scored no better on set A at several times the cost; "
+            "--set data.max_len to choose)"
+        )
+        say(note)
+        notes.append(note)
+        bench = replace(bench, train={**bench.train, "data.max_len": ICU_HOURS_MAX_LEN})
+    return bench, notes
 
 
 def _fmt_days(days: float) -> str:
