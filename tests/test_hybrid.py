@@ -44,22 +44,30 @@ def _cfg(**over) -> TrainConfig:
     return TrainConfig.from_dict({**base, **over})
 
 
-@pytest.mark.parametrize("tokens", ["events", "hours"])
-def test_hybrid_loss_is_the_sum_of_its_named_terms(tokens):
+def _network(tokens: str, cfg: TrainConfig, carry_forward: bool = False) -> tuple:
+    """The fixture's store, a seeded encoder and the hybrid's head, and a prediction time."""
     events = _events()
     builder = HistoryBuilder.fit(events, split=None, max_len=32, min_subjects=1, tokens=tokens)
     store = builder.encode(events)
-    cfg = _cfg(hybrid={"w_dense": 0.7})
-    method = get_method("masked+dense")
     torch.manual_seed(0)
     enc = EHREncoder(
-        EHREncoderConfig.from_builder(builder, d_model=16, n_heads=2, n_layers=1, dropout=0.0)
+        EHREncoderConfig.from_builder(
+            builder, d_model=16, n_heads=2, n_layers=1, dropout=0.0, carry_forward=carry_forward
+        )
     )
     n_out = 2 * enc.config.n_variables if tokens == "hours" else enc.config.vocab_size
-    head = method.build_head(cfg, 16, n_out)
+    head = get_method("masked+dense").build_head(cfg, 16, n_out)
     t1 = np.full(store.n_subjects, np.datetime64(T0 + dt.timedelta(hours=40), "us")).astype(
         np.int64
     )
+    return store, enc, head, t1
+
+
+@pytest.mark.parametrize("tokens", ["events", "hours"])
+def test_hybrid_loss_is_the_sum_of_its_named_terms(tokens):
+    cfg = _cfg(hybrid={"w_dense": 0.7})
+    method = get_method("masked+dense")
+    store, enc, head, t1 = _network(tokens, cfg)
     cutoffs = torch.from_numpy(np.stack([t1 - 12 * H, t1], axis=1))
     inputs = {"batch": store.gather(store.subject_ids, t1), "cutoffs": cutoffs}
     out = method.forward(enc, head, inputs)
@@ -93,23 +101,9 @@ def test_hybrid_on_future_pairs_is_masked_plus_dense_of_its_own_inputs(tokens):
     events of (t, t1] alone, so it is embedded apart from the history at t1 it predicts."""
     from densefeat.train.views import future_pair
 
-    events = _events()
-    builder = HistoryBuilder.fit(events, split=None, max_len=32, min_subjects=1, tokens=tokens)
-    store = builder.encode(events)
     cfg = _cfg(hybrid={"w_dense": 0.4})
     method = get_method("masked+dense")
-    torch.manual_seed(0)
-    enc = EHREncoder(
-        EHREncoderConfig.from_builder(
-            builder, d_model=16, n_heads=2, n_layers=1, dropout=0.0,
-            carry_forward=tokens == "hours",
-        )
-    )  # fmt: skip
-    n_out = 2 * enc.config.n_variables if tokens == "hours" else enc.config.vocab_size
-    head = method.build_head(cfg, 16, n_out)
-    t1 = np.full(store.n_subjects, np.datetime64(T0 + dt.timedelta(hours=40), "us")).astype(
-        np.int64
-    )
+    store, enc, head, t1 = _network(tokens, cfg, carry_forward=tokens == "hours")
     batch = store.gather(store.subject_ids, t1)
     past = store.gather(store.subject_ids, t1 - 12 * H)
     views = future_pair(past, batch, torch.full((store.n_subjects,), 0.5, dtype=torch.float64))
